@@ -1,0 +1,1 @@
+"""Headless command line: one module per subcommand, each with ``add_arguments`` and ``run``."""

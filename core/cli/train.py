@@ -1,0 +1,91 @@
+"""``main.py train``: train a model into a run folder, printing progress lines."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--data", metavar="DATA_DIR", help="dataset folder (Kaggle layout); "
+                        "with --resume, defaults to the run's dataset")
+    parser.add_argument("--run-dir", required=True, metavar="RUN_DIR", help="run folder to create "
+                        "(or to resume)")
+    parser.add_argument("--config", metavar="FILE.yaml", help="settings file (sections data, model, "
+                        "train)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set train.epochs=3 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue a stopped run from "
+                        "checkpoints/last.ckpt with its saved settings")
+
+
+class ProgressPrinter:
+    """One line per validation, and a step line at most every few seconds."""
+
+    def __init__(self, every_seconds: float = 5.0):
+        self.every = every_seconds
+        self.last = 0.0
+
+    def __call__(self, event) -> None:
+        from core import events as ev
+
+        if isinstance(event, ev.TrainingStep):
+            now = time.monotonic()
+            if now - self.last >= self.every:
+                self.last = now
+                print(f"epoch {event.epoch} step {event.step}: loss {event.loss:.4f}, "
+                      f"{event.images_per_sec:.1f} images/s, ETA {_duration(event.eta_seconds)}",
+                      flush=True)
+        elif isinstance(event, ev.ValidationResult):
+            m = event.metrics
+            organs = ", ".join(f"{k[9:]} {v:.3f}" for k, v in m.items()
+                               if k.startswith("val_dice_"))
+            print(f"epoch {event.epoch} validation: loss {m.get('val_loss', float('nan')):.4f}, "
+                  f"dice {m.get('val_dice', float('nan')):.4f} ({organs})", flush=True)
+        elif isinstance(event, ev.TrainingStarted):
+            print(f"training on {event.device} ({event.precision}): {event.epochs} epochs × "
+                  f"{event.steps_per_epoch} steps, from step {event.start_step}", flush=True)
+        elif isinstance(event, ev.TrainingFinished):
+            best = f", best dice {event.best_dice:.4f}" if event.best_dice is not None else ""
+            print(f"{event.status}: {event.reason}{best}", flush=True)
+        elif isinstance(event, ev.LogMessage) and event.level != "info":
+            print(f"{event.level}: {event.message}", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def run(args) -> int:
+    import signal
+
+    from core.config import StudioConfig, apply_overrides, load_config
+    from core.errors import StudioError
+    from core.session import TrainingSession
+
+    if args.resume:
+        if args.config or args.set:
+            raise StudioError("--resume continues with the run's saved settings; drop --config "
+                              "and --set (start a new run to change them)")
+        config = StudioConfig()
+    else:
+        if not args.data:
+            raise StudioError("--data DATA_DIR is required for a new run")
+        config = load_config(args.config) if args.config else StudioConfig()
+        config = apply_overrides(config, args.set)
+    session = TrainingSession(config, args.data, args.run_dir, on_event=ProgressPrinter(),
+                              resume=args.resume)
+
+    def stop(_signum, _frame):  # Ctrl+C: stop cleanly with a resumable checkpoint
+        print("stopping at the next batch (Ctrl+C again to abort)…", file=sys.stderr, flush=True)
+        session.request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        result = session.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(f"run folder: {session.run_dir}")
+    return 0 if result.status in ("finished", "stopped") else 1

@@ -1,0 +1,83 @@
+"""Plain progress events emitted by long-running engine work (training, cache building, prediction).
+
+They are small frozen dataclasses; the CLI prints them and the GUI turns them into queued Qt signals.
+Receivers are called on the worker's thread, so they must be quick and thread-safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Generic progress of a named task: ``done`` of ``total`` units (total 0 = unknown)."""
+    task: str
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class TrainingStarted:
+    run_dir: str
+    epochs: int
+    steps_per_epoch: int
+    total_steps: int
+    start_step: int
+    device: str
+    precision: str
+
+
+@dataclass(frozen=True)
+class TrainingStep:
+    step: int
+    epoch: int
+    batch_in_epoch: int
+    loss: float
+    lr: float
+    images_per_sec: float
+    eta_seconds: float
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    epoch: int
+    step: int
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    path: str
+    step: int
+    best: bool = False
+
+
+@dataclass(frozen=True)
+class LogMessage:
+    message: str
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class TrainingFinished:
+    """The run ended: ``status`` is ``finished`` or ``stopped`` (resumable from ``checkpoint``)."""
+    status: str
+    reason: str
+    checkpoint: str = ""
+    best_dice: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainingFailed:
+    message: str
+    details: str = ""
+
+
+EventSink = Callable[[object], None]
+
+
+def ignore_events(_event: object) -> None:
+    """An ``EventSink`` that drops everything."""
