@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from core.data import ORGANS
+from core.data.organ_bits import pack_organ_bits, unpack_organ_bits
 from core.data.scan import DatasetIndex, SliceRecord, load_masks, read_png16
 from core.errors import CancelledError, DatasetError, StudioError
 from core.events import Progress
@@ -58,9 +59,7 @@ class SliceCache:
 
     def unpack_masks(self, rows) -> np.ndarray:
         """Masks of ``rows`` as uint8 0/1 of shape ``(len(rows), 3, S, S)``."""
-        packed = self.masks[rows]
-        bits = np.arange(len(ORGANS), dtype=np.uint8).reshape(1, -1, 1, 1)
-        return (packed[:, None] >> bits) & 1
+        return unpack_organ_bits(self.masks[rows])
 
 
 def cache_key(index: DatasetIndex, image_size: int) -> str:
@@ -105,14 +104,11 @@ def _normalise_scan(volume: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _pack_masks(record: SliceRecord, size: int) -> np.ndarray:
-    packed = np.zeros((size, size), np.uint8)
     if record.rles is None:
-        return packed
-    for bit, mask in enumerate(load_masks(record)):
-        if mask.any():
-            small = cv2.resize(mask.view(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
-            packed |= (small.astype(np.uint8) << bit)
-    return packed
+        return np.zeros((size, size), np.uint8)
+    # Pack first, then one nearest-neighbour resize of the packed bits: bits travel together.
+    return cv2.resize(pack_organ_bits(load_masks(record)), (size, size),
+                      interpolation=cv2.INTER_NEAREST)
 
 
 def _check_disk(folder: Path, needed: int) -> None:

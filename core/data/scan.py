@@ -163,6 +163,8 @@ def _read_csv(path: Path, problems: list[Problem]) -> dict[str, dict[str, str]]:
     except OSError as exc:
         raise DatasetError(f"cannot read '{path}': {exc.strerror or exc}") from None
     rows: dict[str, dict[str, str]] = defaultdict(dict)
+    # The default 128 KiB field limit is below the RLE of a speckled 360×310 mask.
+    csv.field_size_limit(max(csv.field_size_limit(), 16 * 1024 * 1024))
     with fh:
         reader = csv.reader(fh)
         header = next(reader, None)
