@@ -13,7 +13,10 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*`training_step` returned `None`.*")
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+    # Resuming a run stopped mid-epoch draws the epoch's remaining batches from a fresh shuffle;
+    # that is intended (see TrainingSession), not a reason to alarm anyone.
+    warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before.*")
     try:
         from transformers.utils import logging as hf_logging
 

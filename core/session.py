@@ -130,8 +130,18 @@ class _EventCallback(Callback):
         self.window_images += len(batch["mask"])
         if len(self.pending) >= self.session.config.train.log_every_n_steps:
             self.flush(trainer)
-        if self.session.stop_requested:
-            trainer.should_stop = True
+        if self.session.stop_requested and not trainer.should_stop:
+            self.stop_here(trainer)
+
+    def stop_here(self, trainer) -> None:
+        """Write the resumable checkpoint at this batch and end ``fit`` without the validation pass
+        Lightning would otherwise run on a stop (a Stop click should take effect in seconds)."""
+        self.flush(trainer)
+        trainer.should_stop = True
+        trainer.limit_val_batches = 0
+        last = self.session.checkpoint_dir / "last.ckpt"
+        trainer.save_checkpoint(str(last))
+        self.session.emit(CheckpointSaved(str(last), trainer.global_step))
 
     def flush(self, trainer) -> None:
         if not self.pending:
@@ -168,6 +178,11 @@ class _EventCallback(Callback):
                "time": f"{time.time():.1f}"}
         row.update({k: f"{v:.6g}" for k, v in values.items()})
         self.metrics.write([row])
+        # Lightning's save_last only writes when a top-k checkpoint was saved; a resumable run needs
+        # the latest state after every validation, so last.ckpt is written here.
+        last = self.session.checkpoint_dir / "last.ckpt"
+        trainer.save_checkpoint(str(last))
+        self.session.emit(CheckpointSaved(str(last), trainer.global_step))
         self.session.update_run_info(best_dice=self.session.best_dice(trainer))
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
@@ -306,8 +321,8 @@ class TrainingSession:
         if self.config.train.compile:
             module.model = torch.compile(module.model)
         best = ModelCheckpoint(dirpath=self.checkpoint_dir, filename="best-{epoch:02d}-{val_dice:.4f}",
-                               monitor="val_dice", mode="max", save_top_k=1, save_last=True,
-                               auto_insert_metric_name=False)
+                               monitor="val_dice", mode="max", save_top_k=1,
+                               save_on_train_epoch_end=False, auto_insert_metric_name=False)
         events = _EventCallback(self, MetricsCsv(self.run_dir / "metrics.csv"))
         train = self.config.train
         trainer = pl.Trainer(
@@ -322,9 +337,9 @@ class TrainingSession:
         trainer.fit(module, datamodule=data, ckpt_path=str(last) if self.resume else None)
 
         stopped = self.stop_requested or trainer.interrupted
-        if stopped:
+        if not last.exists():  # stopped before the first batch ended, or no validation ran
             trainer.save_checkpoint(str(last))
-        self.emit(CheckpointSaved(str(last), trainer.global_step))
+            self.emit(CheckpointSaved(str(last), trainer.global_step))
         best_dice = self.best_dice(trainer)
         if best.best_model_path:
             self._export_best(best.best_model_path)

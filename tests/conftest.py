@@ -44,3 +44,19 @@ def demo_copy(small_demo, tmp_path) -> Path:
     target = tmp_path / "dätä set" / "demo"
     shutil.copytree(small_demo, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def trained_run(demo_dataset, tmp_path_factory):
+    """B0 trained for ~190 steps at 96 px on the default demo data (it must visibly learn):
+    ``(run_dir, events, TrainingFinished)``. Shared by the training, prediction and viewer tests."""
+    from core.config import StudioConfig, apply_overrides
+    from core.session import TrainingSession
+
+    run_dir = tmp_path_factory.mktemp("runs") / "e2e run"
+    events = []
+    config = apply_overrides(StudioConfig(), [
+        "data.image_size=96", "data.num_folds=3", "train.batch_size=8", "train.epochs=8",
+        "train.lr=1e-3", "train.log_every_n_steps=10"])
+    result = TrainingSession(config, demo_dataset, run_dir, on_event=events.append).run()
+    return run_dir, events, result

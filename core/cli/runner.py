@@ -40,12 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "without a window and exit 0 if every stage works")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module_name, help_text) in COMMANDS.items():
-        try:  # TODO(dev): remove once every command module exists
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
+        module = importlib.import_module(module_name)
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.set_defaults(_module=module_name)
         module.add_arguments(cmd)

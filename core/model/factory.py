@@ -77,7 +77,7 @@ def build_segformer(model_cfg: ModelConfig, warn_random: bool = True):
                           f"by save_pretrained (config.json + model.safetensors)")
     try:
         model = SegformerForSemanticSegmentation.from_pretrained(
-            folder, num_labels=config.num_labels, id2label=config.id2label,
+            folder, id2label=config.id2label,
             label2id=config.label2id, ignore_mismatched_sizes=True, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"model.pretrained: cannot load weights from '{folder}': {exc}") from None

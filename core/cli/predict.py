@@ -1,0 +1,64 @@
+"""``main.py predict``: predict masks with a trained model; write submission.csv and mask PNGs."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def add_arguments(parser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", metavar="RUN_DIR", help="run folder (its best checkpoint)")
+    source.add_argument("--checkpoint", metavar="PATH", help="a .ckpt file, or a save_pretrained "
+                        "folder with studio.json (a run's model/)")
+    parser.add_argument("--data", required=True, metavar="DATA_DIR", help="dataset folder (Kaggle "
+                        "layout; train.csv is not needed)")
+    parser.add_argument("--out", required=True, metavar="submission.csv", help="submission file to "
+                        "write (id,class,predicted)")
+    parser.add_argument("--masks-dir", metavar="DIR", help="also write one 8-bit PNG per slice "
+                        "(bit 0 large bowel, bit 1 small bowel, bit 2 stomach)")
+    parser.add_argument("--overlays", action="store_true", help="with --masks-dir: also write "
+                        "colour overlay PNGs")
+    parser.add_argument("--ids", nargs="+", metavar="CASE_DAY", help="only these case-days, e.g. "
+                        "case123_day20")
+    parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped "
+                        "prediction")
+    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold per "
+                        "organ (multilabel; default 0.5)")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+
+
+def run(args) -> int:
+    from core.data.scan import read_png16, scan_dataset
+    from core.errors import StudioError
+    from core.export import write_mask_png, write_overlay_png, write_submission
+    from core.predict import Predictor, load_model
+
+    if args.overlays and not args.masks_dir:
+        raise StudioError("--overlays needs --masks-dir DIR")
+    if not 0.0 < args.threshold < 1.0:
+        raise StudioError(f"--threshold {args.threshold}: choose a value between 0 and 1")
+    model = load_model(args.run or args.checkpoint, args.device)
+    index = scan_dataset(args.data)
+    predictor = Predictor(model, index, threshold=args.threshold, tta=args.tta)
+    start, last = time.perf_counter(), [0.0]
+
+    def progress(event):
+        now = time.monotonic()
+        if event.task == "predict" and (now - last[0] > 5 or event.done == event.total):
+            last[0] = now
+            print(f"predicted {event.done}/{event.total} slices ({event.message})", flush=True)
+
+    def rows():
+        for result in predictor.predict_all(args.ids, progress):
+            for record, masks in zip(result.records, result.masks):
+                if args.masks_dir:
+                    write_mask_png(args.masks_dir, record.id, masks)
+                    if args.overlays:
+                        write_overlay_png(args.masks_dir, record.id, read_png16(record.path), masks)
+                yield record.id, masks
+
+    slices = write_submission(args.out, rows())
+    print(f"wrote {args.out}: {slices} slices in {time.perf_counter() - start:.1f} s "
+          f"(model {model.source}, {model.device})", file=sys.stdout)
+    return 0

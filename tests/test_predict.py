@@ -1,0 +1,107 @@
+"""predict → submission.csv → evaluate on a model trained on the demo data, through the CLI too."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from core.data.scan import load_masks, scan_dataset
+from core.errors import StudioError
+from core.events import Progress
+from core.export import read_mask_png
+from core.predict import Predictor, best_checkpoint, load_model
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def predictions(trained_run, demo_dataset):
+    run_dir = trained_run[0]
+    index = scan_dataset(demo_dataset)
+    predictor = Predictor(load_model(run_dir, "cpu"), index)
+    non_square = next(r.case_day for r in index.slices if r.width != r.height)
+    events = []
+    return index, list(predictor.predict_all(["case1_day10", non_square], events.append)), events
+
+
+def test_best_checkpoint_is_chosen(trained_run):
+    assert best_checkpoint(trained_run[0]).name.startswith("best-")
+
+
+def test_masks_come_back_at_the_original_size_and_match(predictions):
+    index, results, events = predictions
+    for result in results:
+        truth = np.stack([load_masks(r) for r in result.records])
+        assert result.masks.shape == truth.shape and result.masks.dtype == bool
+        dice = 2 * (result.masks & truth).sum() / (result.masks.sum() + truth.sum())
+        assert dice > 0.6, (result.case_day, dice)
+    assert events[-1] == Progress("predict", 72, 72, results[-1].case_day)
+
+
+def test_non_square_slices_keep_their_orientation(predictions):
+    _, results, _ = predictions
+    result = next(r for r in results if r.records[0].width != r.records[0].height)
+    height, width = result.records[0].shape
+    assert (height, width) == (310, 360)
+    stomach_pred = result.masks[:, 2].sum(0)
+    stomach_truth = np.stack([load_masks(r)[2] for r in result.records]).sum(0)
+    ys, xs = np.nonzero(stomach_pred)
+    ty, tx = np.nonzero(stomach_truth)
+    # The demo's stomach sits in the top-right quadrant; the prediction must sit there too.
+    assert ys.mean() < height / 2 and xs.mean() > width / 2
+    assert abs(ys.mean() - ty.mean()) < 10 and abs(xs.mean() - tx.mean()) < 10
+
+
+def test_flip_tta_gives_masks_as_good(trained_run, demo_dataset):
+    index = scan_dataset(demo_dataset)
+    model = load_model(trained_run[0] / "model", "cpu")  # the save_pretrained form
+    plain = Predictor(model, index).predict_case_day("case1_day10")
+    flipped = Predictor(model, index, tta=True).predict_case_day("case1_day10")
+    truth = np.stack([load_masks(r) for r in plain.records])
+
+    def dice(m):
+        return 2 * (m & truth).sum() / (m.sum() + truth.sum())
+
+    assert not np.array_equal(plain.probabilities, flipped.probabilities)
+    assert dice(flipped.masks) > dice(plain.masks) - 0.03
+
+
+def test_cancel_and_unknown_case_day(trained_run, demo_dataset):
+    predictor = Predictor(load_model(trained_run[0], "cpu"), scan_dataset(demo_dataset))
+    with pytest.raises(StudioError, match="case99_day1"):
+        list(predictor.predict_all(["case99_day1"]))
+    with pytest.raises(StudioError, match="cancelled"):
+        predictor.predict_case_day("case1_day10", cancel=lambda: True)
+
+
+def test_predict_then_evaluate_through_the_cli(trained_run, demo_dataset, tmp_path):
+    out, masks_dir = tmp_path / "sub mission.csv", tmp_path / "masks"
+    done = subprocess.run(
+        [sys.executable, "main.py", "predict", "--run", str(trained_run[0]), "--data",
+         str(demo_dataset), "--out", str(out), "--masks-dir", str(masks_dir), "--overlays",
+         "--ids", "case1_day10"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0] == "id,class,predicted" and len(lines) == 1 + 36 * 3
+    assert [line.split(",")[1] for line in lines[1:4]] == ["large_bowel", "small_bowel", "stomach"]
+    assert len(list(masks_dir.glob("*_overlay.png"))) == 36
+    mask = read_mask_png(masks_dir / "case1_day10_slice_0018.png")
+    assert mask.shape == (3, 266, 266)
+
+    scored = subprocess.run(
+        [sys.executable, "main.py", "evaluate", "--data", str(demo_dataset), "--submission",
+         str(out), "--ids", "case1_day10", "--json"], cwd=REPO, capture_output=True, text=True)
+    assert scored.returncode == 0, scored.stderr
+    result = json.loads(scored.stdout)
+    assert result["slices"] == 36 and result["dice"] > 0.6 and 0 <= result["hausdorff"] < 0.5
+
+
+def test_predict_cli_errors_are_one_line(tmp_path, small_demo):
+    done = subprocess.run([sys.executable, "main.py", "predict", "--run", str(tmp_path), "--data",
+                           str(small_demo), "--out", str(tmp_path / "s.csv")], cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: '{tmp_path}' has no checkpoints; train a model first (or pick the run's model/ "
+        "folder)"]
