@@ -22,7 +22,6 @@ import torch.nn.functional as F
 
 from core import paths
 from core.config import StudioConfig, from_dict
-from core.data.augment import normalise
 from core.data.cache import SliceCache, build_cache, neighbour_rows
 from core.data.scan import DatasetIndex, SliceRecord
 from core.errors import CancelledError, StudioError
@@ -142,7 +141,7 @@ class Predictor:
                 raise CancelledError("prediction cancelled")
             batch_rows = rows[start:start + self.batch_size]
             images = torch.from_numpy(np.ascontiguousarray(cache.images[self._neighbours[batch_rows]]))
-            x = normalise(images.to(device, non_blocking=True).float().div_(255.0))
+            x = module.pixel_values(images.to(device, non_blocking=True))
             logits = self._logits(module, x)
             logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear",
                                    align_corners=False)

@@ -1,16 +1,22 @@
-"""Batch augmentation and normalisation on the training device, after the batch is transferred.
+"""Batch augmentation and normalisation, after the batch is transferred to the training device.
 
 Images arrive as uint8 ``(B, 3, S, S)`` straight from the memory-mapped cache, masks as uint8 0/1
-``(B, C, S, S)``. Everything here is a handful of batched tensor operations, so it costs little on a
-GPU and never touches 3-channel float arrays on the CPU loading thread.
+``(B, 3, S, S)``. On a GPU, ``augment`` is a handful of batched tensor operations. On the CPU,
+``augment_uint8`` does the same transforms with OpenCV on uint8 (measured 6× faster than the tensor
+path there: one warp per channel with the flip folded in, masks warped once as packed bits,
+brightness/contrast as a lookup table). Neither ever builds 3-channel float arrays before the end.
 """
 
 from __future__ import annotations
 
 import math
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from core.data.organ_bits import unpack_organ_bits
 
 # ImageNet statistics: MiT encoders were pretrained with them, and grey MR slices in [0, 1] sit
 # comfortably inside their range.
@@ -18,11 +24,49 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    """Float images in [0, 1] ``(B, 3, S, S)`` → normalised with ImageNet mean and std."""
-    mean = x.new_tensor(MEAN).view(1, -1, 1, 1)
-    std = x.new_tensor(STD).view(1, -1, 1, 1)
+def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] ``(B, 3, S, S)`` → normalised. ``mean`` and ``std`` are ``(1, 3, 1, 1)``
+    tensors already on ``x``'s device (module buffers): building them from Python numbers at every
+    step would be a blocking host-to-device copy on a GPU."""
     return (x - mean) / std
+
+
+def augment_uint8(images: np.ndarray, masks: np.ndarray, rng: np.random.Generator,
+                  max_rotate_deg: float = 15.0, max_scale: float = 0.1, max_shift: float = 0.0625,
+                  dropout_holes: int = 4, dropout_size: float = 0.08) -> tuple[np.ndarray, np.ndarray]:
+    """The transforms of ``augment`` per slice with OpenCV on uint8, for training on the CPU.
+
+    ``images`` uint8 ``(B, 3, S, S)``; ``masks`` uint8 0/1 ``(B, 3, S, S)``. Returns new arrays.
+    """
+    b, channels, s, _ = images.shape
+    out_images = np.empty_like(images)
+    out_masks = np.empty_like(masks)
+    levels = np.arange(256, dtype=np.float32) / 255.0
+    hole = max(1, int(s * dropout_size))
+    for k in range(b):
+        matrix = cv2.getRotationMatrix2D((s / 2 - 0.5, s / 2 - 0.5),
+                                         rng.uniform(-max_rotate_deg, max_rotate_deg),
+                                         1 + rng.uniform(-max_scale, max_scale))
+        matrix[:, 2] += rng.uniform(-max_shift, max_shift, 2) * s
+        if rng.random() < 0.5:  # horizontal flip after the warp: x → s − 1 − x
+            matrix[0] = -matrix[0]
+            matrix[0, 2] += s - 1
+        for c in range(channels):
+            cv2.warpAffine(images[k, c], matrix, (s, s), dst=out_images[k, c],
+                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        packed = masks[k, 0] | (masks[k, 1] << 1) | (masks[k, 2] << 2)
+        packed = cv2.warpAffine(packed, matrix, (s, s), flags=cv2.INTER_NEAREST,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        out_masks[k] = unpack_organ_bits(packed)
+        contrast = 1 + rng.uniform(-0.2, 0.2)
+        brightness = rng.uniform(-0.1, 0.1)
+        table = np.clip(((levels - 0.5) * contrast + 0.5 + brightness) * 255 + 0.5, 0, 255)
+        flat = out_images[k].reshape(channels * s, s)
+        cv2.LUT(flat, table.astype(np.uint8), dst=flat)
+        if dropout_holes and rng.random() < 0.5:
+            for y, x in rng.integers(0, s - hole, (dropout_holes, 2)):
+                out_images[k, :, y:y + hole, x:x + hole] = 0
+    return out_images, out_masks
 
 
 def augment(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator | None = None,

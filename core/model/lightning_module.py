@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import pytorch_lightning as pl
 
 from core.config import StudioConfig, from_dict
 from core.data import ORGANS
-from core.data.augment import augment, normalise
+from core.data.augment import MEAN, STD, augment, augment_uint8, normalise
 from core.model.factory import build_segformer
 
 
@@ -66,6 +67,9 @@ class SegmentationModule(pl.LightningModule):
             model_cfg = dataclasses.replace(model_cfg, pretrained="")
         self.model = build_segformer(model_cfg, warn_random=load_pretrained)
         self.mode = self.config.model.mode
+        self.register_buffer("pixel_mean", torch.tensor(MEAN).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(STD).view(1, -1, 1, 1), persistent=False)
+        self._rng = np.random.default_rng(self.config.train.seed)
         self.register_buffer("_dice_sum", torch.zeros(len(ORGANS)), persistent=False)
         self.register_buffer("_dice_count", torch.zeros(len(ORGANS)), persistent=False)
         self.register_buffer("_val_loss", torch.zeros(2), persistent=False)
@@ -76,15 +80,24 @@ class SegmentationModule(pl.LightningModule):
         return F.interpolate(logits, size=pixel_values.shape[-2:], mode="bilinear",
                              align_corners=False)
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        images = batch["image"].float().div_(255.0)
-        masks = batch["mask"].float()
-        if self.trainer is not None and self.trainer.training and self.config.data.augment:
-            images, masks = augment(images, masks)
-        pixel_values = normalise(images)
+    def pixel_values(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 or [0, 1] float images ``(B, 3, S, S)`` on the model's device → model input."""
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0)
+        pixel_values = normalise(images, self.pixel_mean, self.pixel_std)
         if self.config.train.channels_last and pixel_values.is_cuda:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
-        return {"pixel_values": pixel_values, "mask": masks}
+        return pixel_values
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, masks = batch["image"], batch["mask"]
+        if self.trainer is not None and self.trainer.training and self.config.data.augment:
+            if images.device.type == "cpu":  # OpenCV on uint8 is the fast path on a CPU
+                images, masks = (torch.from_numpy(a) for a in augment_uint8(
+                    images.numpy(), masks.numpy(), self._rng))
+            else:
+                images, masks = augment(images.float().div_(255.0), masks.float())
+        return {"pixel_values": self.pixel_values(images), "mask": masks.float()}
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
