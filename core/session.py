@@ -39,6 +39,7 @@ from core.data.scan import scan_dataset
 from core.errors import CancelledError, ConfigError, StudioError
 from core.events import (CheckpointSaved, EventSink, LogMessage, TrainingFailed, TrainingFinished,
                          TrainingStarted, TrainingStep, ValidationResult, ignore_events)
+from core.memory import estimate_peak_memory, memory_pressure_warning, spill_warning
 from core.model.lightning_module import SegmentationModule
 from core.quiet import quiet_libraries
 
@@ -112,7 +113,7 @@ class _EventCallback(Callback):
         self.window_start = time.perf_counter()
         self.window_images = 0
         self.rate = 0.0
-        self.best_path = ""
+        self.warned_memory = False
 
     def on_train_start(self, trainer, pl_module):
         per_epoch = max(1, trainer.num_training_batches // trainer.accumulate_grad_batches)
@@ -162,6 +163,11 @@ class _EventCallback(Callback):
         self.metrics.write(rows)
         self.pending.clear()
         self.window_start, self.window_images = time.perf_counter(), 0
+        if self.session.accelerator == "gpu" and not self.warned_memory:
+            warning = memory_pressure_warning()  # one driver query per logged window
+            if warning:
+                self.warned_memory = True
+                self.session.emit(LogMessage(warning, "warning"))
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.flush(trainer)
@@ -315,6 +321,10 @@ class TrainingSession:
         pl.seed_everything(self.config.train.seed, workers=True, verbose=False)
         if self.accelerator == "gpu":
             torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
+            # Windows drivers spill into system RAM instead of raising out-of-memory: say so now.
+            warning = spill_warning(estimate_peak_memory(self.config))
+            if warning:
+                self.emit(LogMessage(warning, "warning"))
         module = SegmentationModule(self.config.to_dict())
         if self.config.train.channels_last and self.accelerator == "gpu":
             module = module.to(memory_format=torch.channels_last)
