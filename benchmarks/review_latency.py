@@ -1,0 +1,100 @@
+"""How fast is the Review page on an already-predicted case-day? Opening one of 144 slices of
+360×310 (the session has the result) must paint the first slice in < 0.5 s; scrolling must redraw
+≥ 30 slices/s, in each overlay mode.
+
+    .venv/bin/python benchmarks/review_latency.py [--slices 144]
+
+The case-day is synthetic (16-bit noise with elliptic organ masks, prediction and truth shifted), so
+no model is needed; the timings include composing the overlay and painting the view. Prints a table.
+Runs offscreen unless QT_QPA_PLATFORM says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+HEIGHT, WIDTH = 310, 360
+OPEN_GOAL_S = 0.5
+SCROLL_GOAL = 30.0
+
+
+def synthetic_case_day(depth: int):
+    import numpy as np
+
+    from core.data.scan import SliceRecord
+    from core.metrics import score_case_day
+    from gui.review.results import CaseDayResult
+
+    rng = np.random.default_rng(0)
+    records = [SliceRecord(f"case1_day1_slice_{i + 1:04d}", 1, 1, i + 1, Path("none.png"), WIDTH,
+                           HEIGHT, (1.5, 1.5)) for i in range(depth)]
+    images = rng.integers(0, 3000, (depth, HEIGHT, WIDTH), dtype=np.uint16)
+    rows, cols = np.mgrid[:HEIGHT, :WIDTH]
+    truth = np.zeros((depth, 3, HEIGHT, WIDTH), bool)
+    for k, (r, c) in enumerate(((120, 120), (180, 200), (110, 250))):
+        for z in range(depth):
+            radius = 40 * np.sin(np.pi * z / depth) + 5
+            truth[z, k] = (rows - r) ** 2 / 1.4 + (cols - c) ** 2 < radius ** 2
+    prediction = np.roll(truth, 4, axis=-1)
+    score = score_case_day("case1_day1", prediction, truth)
+    return CaseDayResult("case1_day1", records, images, prediction, truth, score)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=144)
+    args = parser.parse_args()
+
+    from PySide6.QtWidgets import QApplication
+
+    from gui.app import configure_application
+    from gui.pages.review_page import ReviewPage
+    from gui.state import StudioState
+
+    app = QApplication([])
+    configure_application(app)
+    result = synthetic_case_day(args.slices)
+    page = ReviewPage(StudioState())
+    page.resize(1440, 860)
+    page.show()
+    app.processEvents()
+
+    def paint() -> None:
+        page.slice_view.viewport().repaint()
+        app.processEvents()
+
+    start = time.perf_counter()
+    page.show_result(result)
+    paint()
+    open_s = time.perf_counter() - start
+
+    rows = [("open (first slice painted)", f"{open_s * 1000:.0f} ms", f"< {OPEN_GOAL_S * 1000:.0f} ms",
+             open_s < OPEN_GOAL_S)]
+    for mode in ("fill", "contour", "errors"):
+        page.viewer.set_errors(mode == "errors")
+        page.viewer.set_mode("prediction", "fill" if mode == "fill" else "contour")
+        page.viewer.set_slice(0)
+        start = time.perf_counter()
+        for _ in range(result.depth - 1):
+            page.viewer.step_slice(1)
+            paint()
+        rate = (result.depth - 1) / (time.perf_counter() - start)
+        rows.append((f"scroll, {mode}", f"{rate:.0f} slices/s", f"≥ {SCROLL_GOAL:.0f} slices/s",
+                     rate >= SCROLL_GOAL))
+
+    print(f"Review page, {args.slices} slices of {WIDTH}×{HEIGHT}")
+    print(f"{'measure':<28}{'value':>16}{'goal':>18}  ok")
+    for name, value, goal, ok in rows:
+        print(f"{name:<28}{value:>16}{goal:>18}  {'yes' if ok else 'NO'}")
+    page.close()
+    return 0 if all(row[3] for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

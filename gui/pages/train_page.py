@@ -1,0 +1,293 @@
+"""Train page: settings form with presets and the memory estimate; Start / Stop / Resume; live charts,
+progress, a log and a banner with how the run ended.
+
+Training runs in ``TrainingRunner`` (a QThread); this page only draws the events it delivers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
+                               QScrollArea, QSplitter, QVBoxLayout, QWidget)
+
+from core.config import StudioConfig
+from core.data import ORGANS
+from core.errors import StudioError
+from core.events import (CheckpointSaved, LogMessage, Progress, TrainingFailed, TrainingFinished,
+                         TrainingStarted, TrainingStep, ValidationResult)
+from gui.presets import PRESETS, load_preset
+from gui.run_history import read_metrics
+from gui.state import StudioState
+from gui.training_runner import IDLE, RUNNING, STOPPING, TrainingRunner
+from gui.widgets.banner import Banner
+from gui.widgets.charts import DeviceCharts, TrainingCharts
+from gui.widgets.config_form import ConfigForm
+from gui.widgets.error_dialog import show_error
+from gui.widgets.memory_panel import MemoryPanel
+from gui.widgets.run_progress import RunProgress
+
+CUSTOM = "Custom"
+
+
+def describe_validation(result: ValidationResult) -> str:
+    m = result.metrics
+    organs = ", ".join(f"{o.replace('_', ' ')} {m[f'val_dice_{o}']:.3f}" for o in ORGANS
+                       if f"val_dice_{o}" in m)
+    return (f"epoch {result.epoch + 1}: validation loss {m.get('val_loss', float('nan')):.4f}, "
+            f"Dice {m.get('val_dice', float('nan')):.3f} ({organs})")
+
+
+class TrainPage(QWidget):
+    run_started = Signal(Path)
+
+    def __init__(self, state: StudioState, runner: TrainingRunner, preset: str = "",
+                 device_charts: DeviceCharts | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.runner = runner
+        self.resumable_run: Path | None = None
+        self.last_result: TrainingFinished | TrainingFailed | None = None
+
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems([*PRESETS, CUSTOM])
+        self.preset_combo.setCurrentText(preset if preset in PRESETS else CUSTOM)
+        self.preset_combo.setToolTip("Starting points: pick one, then adjust any setting below")
+        self.preset_combo.activated.connect(lambda _i: self.apply_preset(
+            self.preset_combo.currentText()))
+        self.form = ConfigForm(state.config)
+        self.form.config_changed.connect(self._on_config_changed)
+        self.form.validity_changed.connect(lambda _valid: self._update_buttons())
+        self.memory = MemoryPanel()
+        self.memory.set_config(state.config)
+        self.memory.batch_size_found.connect(self._use_batch_size)
+
+        preset_row = QHBoxLayout()
+        preset_row.addWidget(QLabel("Preset"))
+        preset_row.addWidget(self.preset_combo, 1)
+        form_scroll = QScrollArea()
+        form_scroll.setWidgetResizable(True)
+        form_scroll.setWidget(self.form)
+        form_scroll.setFrameShape(QScrollArea.NoFrame)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 4, 0)
+        left_layout.addLayout(preset_row)
+        left_layout.addWidget(self.memory)
+        left_layout.addWidget(form_scroll, 1)
+
+        self.start_button = QPushButton("Start")
+        self.start_button.setObjectName("primary")
+        self.start_button.clicked.connect(self.start)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.clicked.connect(lambda: self.resume(self.resumable_run))
+        self.dataset_label = QLabel()
+        self.dataset_label.setObjectName("hint")
+        controls = QHBoxLayout()
+        for button in (self.start_button, self.stop_button, self.resume_button):
+            controls.addWidget(button)
+        controls.addWidget(self.dataset_label, 1)
+
+        self.banner = Banner()
+        self.progress = RunProgress()
+        self.charts = TrainingCharts()
+        self.device_charts = device_charts or DeviceCharts()
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(5000)
+        self.log.setPlaceholderText("The run's messages appear here.")
+        charts_split = QSplitter(Qt.Vertical)
+        charts_split.addWidget(self.charts)
+        charts_split.addWidget(self.device_charts)
+        charts_split.addWidget(self.log)
+        charts_split.setStretchFactor(0, 5)
+        charts_split.setStretchFactor(1, 2)
+        charts_split.setStretchFactor(2, 1)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(4, 0, 0, 0)
+        right_layout.addLayout(controls)
+        right_layout.addWidget(self.banner)
+        right_layout.addWidget(self.progress)
+        right_layout.addWidget(charts_split, 1)
+
+        splitter = QSplitter(Qt.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([440, 1000])
+        layout = QVBoxLayout(self)
+        layout.addWidget(splitter)
+
+        runner.events.connect(self._on_events)
+        runner.state_changed.connect(self._on_state)
+        runner.ended.connect(self._on_ended)
+        state.dataset_changed.connect(self._update_buttons)
+        self._update_buttons()
+
+    # -- settings ---------------------------------------------------------------------------------
+    def apply_preset(self, name: str) -> None:
+        if name not in PRESETS:
+            return
+        try:
+            config = load_preset(name)
+        except StudioError as exc:
+            show_error(self, "Cannot load the preset", str(exc))
+            return
+        self.preset_combo.setCurrentText(name)
+        self.form.set_config(config)
+
+    def _on_config_changed(self, config: StudioConfig) -> None:
+        name = self.preset_combo.currentText()
+        if name in PRESETS and load_preset(name).to_dict() != config.to_dict():
+            self.preset_combo.setCurrentText(CUSTOM)
+        self.state.set_config(config)
+        self.memory.set_config(config)
+        self._update_buttons()
+
+    def _use_batch_size(self, batch_size: int, accumulate: int) -> None:
+        config = self.form.config()
+        config.train.batch_size, config.train.accumulate_grad_batches = batch_size, accumulate
+        self.form.set_config(config)
+
+    @property
+    def preset(self) -> str:
+        return self.preset_combo.currentText()
+
+    # -- run control ------------------------------------------------------------------------------
+    def why_not_startable(self) -> str:
+        """Empty when Start can be pressed, else the reason (shown as Start's tooltip)."""
+        if self.runner.is_active:
+            return "A run is in progress"
+        if self.state.index is None:
+            return "Open a dataset on the Data page first (or create the demo dataset)"
+        if not self.state.index.has_labels:
+            return "This dataset has no train.csv: training needs masks"
+        problems = self.form.problems()
+        if problems:
+            return "Fix the settings marked in red first:\n" + "\n".join(problems.values())
+        return ""
+
+    def start(self) -> None:
+        if self.why_not_startable():
+            return
+        config = self.form.config()
+        try:
+            run_dir = self.runner.start(config, self.state.dataset_dir)
+        except StudioError as exc:
+            show_error(self, "Cannot start training", str(exc))
+            return
+        self._begin(run_dir, f"New run in {run_dir}")
+        self.charts.clear_data()
+        self.run_started.emit(run_dir)
+
+    def resume(self, run_dir: Path | None) -> None:
+        if run_dir is None or self.runner.is_active:
+            return
+        try:
+            self.runner.resume(run_dir)
+        except StudioError as exc:
+            show_error(self, "Cannot resume the run", str(exc))
+            return
+        self._begin(run_dir, f"Resuming {run_dir}")
+        self.charts.clear_data()
+        steps, validations = read_metrics(run_dir)  # the run so far, then live points continue it
+        self.charts.add_steps(steps)
+        self.charts.add_validations(validations)
+        self.run_started.emit(run_dir)
+
+    def stop(self) -> None:
+        self.runner.stop()
+
+    def _begin(self, run_dir: Path, message: str) -> None:
+        self.last_result = None
+        self.resumable_run = None
+        self.banner.hide()
+        self.progress.reset()
+        self.log.clear()
+        self.append_log(message)
+
+    # -- events -----------------------------------------------------------------------------------
+    def append_log(self, message: str, level: str = "info") -> None:
+        prefix = "" if level == "info" else f"{level}: "
+        self.log.appendPlainText(f"{datetime.now():%H:%M:%S}  {prefix}{message}")
+
+    def _on_events(self, events: list) -> None:
+        steps = [e for e in events if isinstance(e, TrainingStep)]
+        if steps:
+            self.charts.add_steps(steps)
+            self.progress.on_step(steps[-1])
+        validations = [e for e in events if isinstance(e, ValidationResult)]
+        if validations:
+            self.charts.add_validations(validations)
+        for event in events:
+            if isinstance(event, Progress):
+                self.progress.on_preparing(event)
+            elif isinstance(event, TrainingStarted):
+                self.progress.on_started(event)
+                self.charts.set_extent(event.total_steps, event.epochs)
+                self.append_log(f"Training: {event.epochs} epochs × {event.steps_per_epoch} steps on "
+                                f"{event.device}, precision {event.precision}"
+                                + (f", from step {event.start_step}" if event.start_step else ""))
+            elif isinstance(event, ValidationResult):
+                self.append_log(describe_validation(event))
+            elif isinstance(event, LogMessage):
+                self.append_log(event.message, event.level)
+            elif isinstance(event, CheckpointSaved):
+                self.append_log(f"Saved {'best model' if event.best else 'checkpoint'}: {event.path}")
+            elif isinstance(event, TrainingFinished):
+                self._show_finished(event)
+            elif isinstance(event, TrainingFailed):
+                self.last_result = event
+                self.banner.show_message("error", f"<b>Failed:</b> {event.message}")
+                self.append_log(event.message, "error")
+                show_error(self, "Training failed", event.message, event.details)
+
+    def _show_finished(self, event: TrainingFinished) -> None:
+        self.last_result = event
+        dice = f" Best Dice {event.best_dice:.3f}." if event.best_dice is not None else ""
+        kind, title = ("warning", "Stopped") if event.status == "stopped" else ("success", "Done")
+        self.banner.show_message(kind, f"<b>{title}:</b> the run {event.reason}.{dice}")
+        self.append_log(f"{event.status}: {event.reason}")
+
+    def _on_state(self, state: str) -> None:
+        self.form.set_editable(state == IDLE)
+        self.preset_combo.setEnabled(state == IDLE)
+        self.memory.set_training(state != IDLE)
+        if state == RUNNING:
+            self.progress.show_status("Starting…")
+        elif state == STOPPING:
+            self.progress.show_status("Stopping… writing the checkpoint")
+        self._update_buttons()
+
+    def _on_ended(self) -> None:
+        result = self.last_result
+        if isinstance(result, TrainingFinished) and result.status == "stopped" and \
+                (self.runner.run_dir / "checkpoints" / "last.ckpt").is_file():
+            self.resumable_run = self.runner.run_dir
+        status = {TrainingFinished: lambda r: r.status.capitalize(),
+                  TrainingFailed: lambda r: "Failed"}
+        self.progress.show_status(status[type(result)](result) if result else "Idle")
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        state = self.runner.state
+        reason = self.why_not_startable()
+        self.start_button.setEnabled(not reason)
+        self.start_button.setToolTip(reason or "Train a new run with these settings")
+        self.stop_button.setEnabled(state == RUNNING)
+        self.stop_button.setText("Stopping…" if state == STOPPING else "Stop")
+        self.resume_button.setEnabled(state == IDLE and self.resumable_run is not None)
+        self.resume_button.setToolTip(f"Continue {self.resumable_run}" if self.resumable_run else
+                                      "Resume continues a stopped run (also from the Runs page)")
+        index = self.state.index
+        self.dataset_label.setText(f"Dataset: {self.state.dataset_dir} ({index.report.slices} "
+                                   "slices)" if index is not None else "No dataset open")
+
+    def shutdown(self) -> None:
+        self.memory.wait()
+        self.device_charts.stop()

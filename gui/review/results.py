@@ -1,0 +1,137 @@
+"""Predicted case-days for the Review page, computed once per session and kept.
+
+Plain Python (no Qt). ``ReviewSession.compute`` runs on a worker thread: it loads the run's best model
+(once per run), predicts the case-day, reads its 16-bit images and, when the dataset has labels, its
+true masks and scores. Results are kept by (run, dataset, case-day), so switching back is instant.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core.data.scan import DatasetIndex, SliceRecord, load_masks, read_png16
+from core.errors import CancelledError
+from core.events import Progress
+from core.export import WINDOW_PERCENTILES
+from core.metrics import CaseDayScore, score_case_day
+from core.predict import Predictor, load_model
+
+# Percentiles of a whole case-day from every 4th pixel of every 4th row: the same window to within a
+# grey level, 16× fewer values to sort.
+_WINDOW_STRIDE = 4
+
+
+@dataclass(eq=False)
+class CaseDayResult:
+    case_day: str
+    records: list[SliceRecord]
+    images: np.ndarray
+    """``(D, H, W)`` the slices as read (uint16 for 16-bit PNGs), in slice order."""
+    prediction: np.ndarray
+    """``(D, 3, H, W)`` bool predicted masks at the original size."""
+    truth: np.ndarray | None
+    """``(D, 3, H, W)`` bool true masks, or None when the dataset has no labels."""
+    score: CaseDayScore | None
+
+    @property
+    def depth(self) -> int:
+        return len(self.records)
+
+    @property
+    def spacing(self) -> tuple[float, float]:
+        """Pixel width and height in mm (from the file names)."""
+        return self.records[0].spacing
+
+    def auto_window(self) -> tuple[float, float]:
+        """The case-day's ``WINDOW_PERCENTILES`` intensities (black, white)."""
+        sample = self.images[:, ::_WINDOW_STRIDE, ::_WINDOW_STRIDE]
+        low, high = np.percentile(sample, WINDOW_PERCENTILES)
+        return float(low), float(max(high, low + 1))
+
+    def worst_slices(self) -> list[tuple[int, float, int]]:
+        """``(slice index, lowest organ Dice, that organ's index)`` of every scored slice, worst
+        first; slices where every organ is skipped (nothing predicted, nothing true) are left out."""
+        if self.score is None:
+            return []
+        dice = self.score.dice_per_slice
+        rows = []
+        for index, values in enumerate(dice):
+            if np.isnan(values).all():
+                continue
+            organ = int(np.nanargmin(values))
+            rows.append((index, float(values[organ]), organ))
+        return sorted(rows, key=lambda row: (row[1], row[0]))
+
+
+def slice_dice(result: CaseDayResult, index: int) -> list[float]:
+    """Dice per organ on one slice (NaN = skipped, or no truth)."""
+    if result.score is None:
+        return [math.nan] * 3
+    return [float(v) for v in result.score.dice_per_slice[index]]
+
+
+def load_case_day(prediction_masks: np.ndarray, records: list[SliceRecord], case_day: str,
+                  has_labels: bool) -> CaseDayResult:
+    """Read the images (and the truth, when labelled) that go with predicted masks, and score them."""
+    images = np.stack([read_png16(r.path) for r in records])
+    truth = score = None
+    if has_labels and all(r.rles is not None for r in records):
+        truth = np.stack([load_masks(r) for r in records])
+        score = score_case_day(case_day, prediction_masks, truth)
+    return CaseDayResult(case_day, records, images, prediction_masks, truth, score)
+
+
+class ReviewSession:
+    """Models, predictors and results of this session. ``compute`` may run on a worker thread (one
+    at a time); ``cached`` is cheap and safe from the GUI thread."""
+
+    def __init__(self, device: str = "auto"):
+        self.device = device
+        self._models: dict[Path, object] = {}
+        self._predictors: dict[Path, tuple[DatasetIndex, Predictor]] = {}
+        self._results: dict[tuple[Path, Path, str], CaseDayResult] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(run_dir: Path, index: DatasetIndex, case_day: str) -> tuple[Path, Path, str]:
+        return Path(run_dir), Path(index.root), case_day
+
+    def cached(self, run_dir: Path, index: DatasetIndex, case_day: str) -> CaseDayResult | None:
+        with self._lock:
+            return self._results.get(self._key(run_dir, index, case_day))
+
+    def compute(self, run_dir: Path, index: DatasetIndex, case_day: str,
+                progress: Callable[[Progress], None] | None = None,
+                cancel: Callable[[], bool] | None = None) -> CaseDayResult:
+        found = self.cached(run_dir, index, case_day)
+        if found is not None:
+            return found
+        run_dir = Path(run_dir)
+        if progress:
+            progress(Progress("model", 0, 0, f"loading the model of {run_dir.name}"))
+        if run_dir not in self._models:
+            self._models[run_dir] = load_model(run_dir, self.device)
+        # A predictor belongs to one dataset index (its cache rows): a new index, a new predictor.
+        known = self._predictors.get(run_dir)
+        if known is None or known[0] is not index:
+            known = self._predictors[run_dir] = (index, Predictor(self._models[run_dir], index))
+        predicted = known[1].predict_case_day(case_day, progress, cancel)
+        if cancel is not None and cancel():
+            raise CancelledError("review prediction cancelled")
+        if progress:
+            progress(Progress("read", 0, 0, f"reading {case_day}'s images"))
+        result = load_case_day(predicted.masks, predicted.records, case_day, index.has_labels)
+        with self._lock:
+            self._results[self._key(run_dir, index, case_day)] = result
+        return result
+
+
+def runs_with_models(runs: list) -> list:
+    """The runs (``RunSummary``) that have a checkpoint to review."""
+    return [r for r in runs if any((r.folder / "checkpoints").glob("*.ckpt"))]

@@ -1,0 +1,84 @@
+"""Data page: create and scan the demo; summary, problems and previews; errors; cache build/cancel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtWidgets import QMessageBox
+
+from core import paths
+from core.data.cache import cache_key
+from tests.gui.conftest import open_dataset
+
+
+def _error_dialog(widget) -> QMessageBox | None:
+    return widget.findChild(QMessageBox, "errorDialog")
+
+
+def test_demo_dataset_is_created_and_scanned_from_the_data_page(qtbot, window):
+    page = window.data_page
+    assert not page.offer.isHidden()
+    page.offer_button.click()
+    assert not page.progress_row.isHidden() and not page.demo_button.isEnabled()
+    qtbot.waitUntil(lambda: window.state.index is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: not page.task.is_running, timeout=10_000)
+    assert Path(window.state.dataset_dir) == paths.demo_dir()
+    assert page.offer.isHidden() and page.progress_row.isHidden()
+    labels = page.summary_labels
+    assert labels["slices"].text() == "288"
+    assert labels["cases"].text() == "6" and labels["case_days"].text() == "8"
+    assert "large bowel: " in labels["organs"].text() and "stomach" in labels["organs"].text()
+    assert "266×266" in labels["sizes"].text() and "360×310" in labels["sizes"].text()
+    assert labels["problems"].text() == "none" and page.problem_table.rowCount() == 0
+    assert not page.no_problems.isHidden() and page.problem_table.isHidden()
+    assert len(page.preview.tiles) == 8  # one slice of each scan
+    assert all(p.rgb.ndim == 3 for p in page.previews)
+    assert any((p.rgb[..., 0] > p.rgb[..., 1] + 40).any() for p in page.previews)  # red mask tint
+    assert window.train_page.start_button.isEnabled()  # a newcomer can press Start at once
+    assert page.train_button.isEnabled()
+    page.train_button.click()
+    assert window.tabs.currentWidget() is window.train_page
+
+
+def test_problems_are_listed(qtbot, window, demo_copy):
+    broken = next((demo_copy / "train").rglob("*.png"))
+    broken.write_bytes(broken.read_bytes()[:100])  # truncated
+    open_dataset(qtbot, window, demo_copy)
+    table = window.data_page.problem_table
+    assert table.rowCount() == 1
+    assert table.item(0, 0).text() == "error" and broken.name in table.item(0, 1).text()
+    assert "1 errors" in window.data_page.summary_labels["problems"].text()
+
+
+def test_a_bad_folder_shows_a_readable_error_and_the_page_stays_usable(qtbot, window, tmp_path):
+    page = window.data_page
+    (tmp_path / "empty").mkdir()
+    page.open_dataset(tmp_path / "empty")
+    qtbot.waitUntil(lambda: _error_dialog(page) is not None, timeout=30_000)
+    dialog = _error_dialog(page)
+    assert "has no 'train'" in dialog.text() and "Kaggle layout" in dialog.text()
+    assert "Traceback" in dialog.detailedText()
+    dialog.close()
+    qtbot.waitUntil(lambda: page.open_button.isEnabled(), timeout=10_000)
+    assert window.state.index is None
+
+
+def test_cache_build_can_be_cancelled_and_then_built(qtbot, window, small_demo):
+    page = window.data_page
+    open_dataset(qtbot, window, small_demo)
+    config = window.state.config.copy()
+    config.data.image_size = 96  # a size no other test caches
+    window.train_page.form.set_config(config)
+    assert page.cache_button.text() == "Build cache at 96 px"
+    folder = paths.cache_dir() / cache_key(window.state.index, 96)
+
+    page.cache_button.click()
+    page.cancel_task()
+    qtbot.waitUntil(lambda: not page.task.is_running, timeout=60_000)
+    assert "Cancelled" in page.cache_status.text()
+    assert not folder.exists()
+
+    page.cache_button.click()
+    qtbot.waitUntil(lambda: "Ready" in page.cache_status.text(), timeout=60_000)
+    assert (folder / "meta.json").is_file()
+    qtbot.waitUntil(lambda: page.cache_button.isEnabled(), timeout=10_000)

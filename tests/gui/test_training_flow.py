@@ -1,0 +1,106 @@
+"""Start, Stop, Resume from the Train page on a tiny CPU config; the Runs page; the event loop."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import torch
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QMessageBox
+
+from tests.gui.conftest import open_dataset, tiny_config
+
+
+def _idle(window) -> bool:
+    return window.runner.state == "idle"
+
+
+def test_start_stop_resume_and_runs_page(qtbot, window, small_demo):
+    page = window.train_page
+    open_dataset(qtbot, window, small_demo)
+    page.form.set_config(tiny_config("train.epochs=30"))
+    assert page.start_button.isEnabled(), page.start_button.toolTip()
+
+    window.tabs.setCurrentWidget(page)
+    page.start_button.click()
+    assert window.runner.state == "running"
+    assert not page.start_button.isEnabled() and page.stop_button.isEnabled()
+    run_dir = window.runner.run_dir
+    qtbot.waitUntil(lambda: len(page.charts.train_loss.x) >= 3, timeout=120_000)
+
+    page.stop_button.click()
+    assert page.stop_button.text() == "Stopping…" and not page.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: _idle(window), timeout=120_000)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "stopped"
+    assert not page.banner.isHidden() and page.banner.kind == "warning"
+    assert page.start_button.isEnabled() and not page.stop_button.isEnabled()
+    assert page.resume_button.isEnabled()
+    stopped_at = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
+                            weights_only=False)["global_step"]
+
+    page.resume_button.click()
+    assert window.runner.state == "running" and window.runner.run_dir == run_dir
+    qtbot.waitUntil(lambda: page.progress.started is not None and
+                    page.charts.train_loss.x and page.charts.train_loss.x[-1] > stopped_at + 1,
+                    timeout=120_000)
+    assert page.progress.started.start_step == stopped_at
+    page.stop_button.click()
+    qtbot.waitUntil(lambda: _idle(window), timeout=120_000)
+    resumed_at = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
+                            weights_only=False)["global_step"]
+    assert resumed_at > stopped_at
+
+    runs = window.runs_page
+    window.tabs.setCurrentWidget(runs)
+    names = [r.name for r in runs.runs]
+    assert run_dir.name in names
+    runs.select_run(run_dir)
+    assert runs.resume_button.isEnabled()
+    runs.open_button.click()
+    assert len(runs.charts.train_loss.x) >= resumed_at - 1
+    assert run_dir.name in runs.details.text()
+
+
+def test_the_event_loop_keeps_running_during_training(qtbot, window, small_demo):
+    page = window.train_page
+    open_dataset(qtbot, window, small_demo)
+    page.form.set_config(tiny_config("train.epochs=2"))
+    window.tabs.setCurrentWidget(page)  # the charts repaint while it trains
+    ticks: list[float] = []
+    timer = QTimer(interval=20, timeout=lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    started = time.perf_counter()
+    page.start_button.click()
+    qtbot.waitUntil(lambda: _idle(window), timeout=180_000)
+    ended = time.perf_counter()
+    timer.stop()
+    assert page.last_result.status == "finished"
+    assert len(page.charts.train_loss.x) >= 4 and len(page.charts.mean_dice.x) == 2
+    gaps = np.diff([started, *ticks, ended])
+    # Generous bounds for a shared 2-core CI machine; benchmarks/gui_latency.py measures the goal
+    # (p99 < 50 ms, max < 200 ms).
+    assert gaps.max() < 1.0, f"the window froze for {gaps.max():.2f} s"
+    assert np.median(gaps) < 0.03
+    assert len(ticks) >= 0.5 * (ended - started) / 0.02
+
+
+def test_a_failed_run_shows_a_dialog_and_the_window_stays_usable(qtbot, window, demo_copy):
+    page = window.train_page
+    open_dataset(qtbot, window, demo_copy)
+    page.form.set_config(tiny_config())
+    shutil.rmtree(demo_copy)  # the dataset disappears between the scan and the run
+    page.start_button.click()
+    qtbot.waitUntil(lambda: _idle(window), timeout=120_000)
+    dialog = page.findChild(QMessageBox, "errorDialog")
+    assert dialog is not None and "does not exist" in dialog.text()
+    assert "Traceback" in dialog.detailedText()
+    assert page.banner.kind == "error" and "does not exist" in page.banner.text()
+    assert json.loads((window.runner.run_dir / "run.json").read_text())["status"] == "failed"
+    dialog.close()
+    assert page.start_button.isEnabled() and not page.resume_button.isEnabled()
+    page.form.bindings["train.batch_size"].editor.setValue(4)  # still answers
+    assert window.state.config.train.batch_size == 4
