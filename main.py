@@ -25,4 +25,9 @@ if __name__ == "__main__":
     # First, before anything else: a frozen Windows build re-executes this file in every child
     # process that multiprocessing starts; freeze_support() makes those children do their job only.
     multiprocessing.freeze_support()
+    # Second: a windowed build (and pythonw) starts with sys.stdout/sys.stderr = None; give them a
+    # log file before torch, transformers or Lightning are imported.
+    from core.stdio import ensure_std_streams
+
+    ensure_std_streams()
     sys.exit(main())

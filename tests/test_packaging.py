@@ -1,0 +1,138 @@
+"""The PyInstaller build's choices (packaging/spec_support.py), checked without building.
+
+Building the package takes minutes and is done by ``python packaging/build.py`` (and CI), never here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "packaging"))
+
+import spec_support as support  # noqa: E402
+
+
+def test_own_modules_include_the_lazily_imported_ones():
+    names = support.own_modules(REPO)
+    # imported by name (importlib) or only from main.py's lazy branches
+    for name in ("core", "core.cli.runner", "core.cli.train", "core.cli.demo", "core.selftest",
+                 "core.stdio", "core.session"):
+        assert name in names
+    assert not any("__pycache__" in n or n.endswith("__init__") for n in names)
+
+
+def test_hidden_transformers_modules_exist():
+    for name in support.TRANSFORMERS_HIDDEN:
+        assert importlib.util.find_spec(name) is not None, name
+
+
+def test_transformers_models_excluded_except_what_segformer_and_auto_need(tmp_path):
+    for name in ("segformer", "auto", "encoder_decoder", "bert", "vit", "swin"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("")
+    (tmp_path / "auto" / "tokenization_auto.py").write_text(
+        "from ...utils import x\nfrom ..encoder_decoder import EncoderDecoderConfig\n")
+    (tmp_path / "encoder_decoder" / "modeling.py").write_text(
+        "def f():\n    from ..auto.modeling_auto import AutoModel\n")
+    # modular_* files are code-generation templates, never imported
+    (tmp_path / "segformer" / "modular_segformer.py").write_text("from ..vit.modeling_vit import A\n")
+    (tmp_path / "__pycache__").mkdir()
+    assert support.transformers_models_needed(tmp_path) == {"segformer", "auto", "encoder_decoder"}
+    assert support.transformers_model_excludes(tmp_path) == [
+        "transformers.models.bert", "transformers.models.swin", "transformers.models.vit"]
+    assert support.transformers_model_excludes(None) == []
+
+
+def test_the_needed_transformers_models_are_installed():
+    spec = importlib.util.find_spec("transformers")
+    models = Path(spec.origin).parent / "models"
+    needed = support.transformers_models_needed(models)
+    assert {"segformer", "auto"} <= needed
+    excluded = support.transformers_model_excludes(models)
+    assert "transformers.models.segformer" not in excluded and len(excluded) > 10
+
+
+def test_tensorboard_is_excluded_only_when_absent():
+    def absent(name):
+        return None
+
+    def present(name):
+        return object()
+
+    assert set(support.tensorboard_excludes(absent)) == set(support.TENSORBOARD_MODULES)
+    assert support.tensorboard_excludes(present) == []
+    all_out = support.excludes(None, absent)
+    for binding in ("PyQt5", "PyQt6", "PySide2"):
+        assert binding in all_out
+    assert "PySide6" not in all_out and "torch" not in all_out
+    assert not any(name.startswith("torch.testing") for name in all_out)  # needed at import time
+
+
+@pytest.mark.parametrize("name, keep", [
+    ("torch/lib/libtorchbind_test.so", False),
+    ("torch\\lib\\jitbackend_test.dll", False),
+    ("torch/lib/libbackend_with_compiler.so", False),
+    ("torch/test/Dict_test", False),
+    ("torch/bin/test_jit", False),
+    ("torch/bin/protoc", False),
+    ("torch/bin/TCPStoreTest", False),
+    ("torch/bin/torch_shm_manager", True),
+    ("torch\\bin\\torch_shm_manager.exe", True),
+    ("torch/bin/upgrader_models/x.ptl", True),
+    ("torch/lib/libtorch_cpu.so", True),
+    ("torch/lib/c10.dll", True),
+    ("torch/testing/_internal/common_dtype.py", True),
+    ("PySide6/Qt/lib/libQt6Core.so.6", True),
+])
+def test_keep_file(name, keep):
+    assert support.keep_file(name) is keep
+
+
+def test_resources_are_collected_file_by_file(tmp_path):
+    (tmp_path / "resources" / "icons").mkdir(parents=True)
+    (tmp_path / "resources" / "icons" / "app.png").write_bytes(b"png")
+    (tmp_path / "resources" / "memory_terms.json").write_text("{}")
+    (tmp_path / "resources" / "__pycache__").mkdir()
+    (tmp_path / "resources" / "__pycache__" / "x.pyc").write_bytes(b"")
+    datas = sorted((Path(src).name, dest.replace("\\", "/"))
+                   for src, dest in support.resource_datas(tmp_path))
+    assert datas == [("app.png", "resources/icons"), ("memory_terms.json", "resources")]
+    assert support.resource_datas(tmp_path / "nowhere") == []
+
+
+def test_version():
+    from core import __version__
+
+    assert support.app_version(REPO) == __version__
+    assert support.version_tuple("0.1.0") == (0, 1, 0, 0)
+    assert support.version_tuple("1.2.3.4.5") == (1, 2, 3, 4)
+    assert support.version_tuple("2.0.0+dev") == (2, 0, 0, 0)
+
+
+def test_icon_is_a_multi_size_ico(tmp_path):
+    from make_icon import SIZES, draw, write_ico
+
+    path = write_ico(tmp_path / "app.ico", draw(256))
+    data = path.read_bytes()
+    reserved, kind, count = struct.unpack("<HHH", data[:6])
+    assert (reserved, kind, count) == (0, 1, len(SIZES))
+    first_offset = struct.unpack("<I", data[6 + 12:6 + 16])[0]
+    assert data[first_offset:first_offset + 8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("package", ["pytorch_lightning", "lightning_fabric"])
+def test_lightning_hooks_collect_the_version_files(package):
+    """Lightning's __init__ imports __about__/__version__ only if the .py files exist on disk, and
+    __version__ reads version.info: all three must be collected as plain files."""
+    hook = REPO / "packaging" / "hooks" / f"hook-{package}.py"
+    namespace: dict = {}
+    exec(compile(hook.read_text(encoding="utf-8"), str(hook), "exec"), namespace)
+    collected = {(Path(src).name, dest.replace("\\", "/")) for src, dest in namespace["datas"]}
+    for name in ("version.info", "__about__.py", "__version__.py"):
+        assert (name, package) in collected
