@@ -1,0 +1,98 @@
+"""Screenshots of every page, as a newcomer sees them (demo dataset, a short CPU training run).
+
+    xvfb-run -s "-screen 0 1600x1000x24" .venv/bin/python docs/screenshots/make_screenshots.py docs/screenshots
+
+Writes data.png, train.png, train_running.png, runs.png, review_fill.png, review_contour.png and
+review_errors.png. Takes a few minutes on a CPU (it trains B0 for 4 epochs at 128 px).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def main(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="studio-shots-"))
+    os.environ["SEGFORMER_STUDIO_HOME"] = str(home)
+
+    from PySide6.QtWidgets import QApplication
+
+    from core.config import apply_overrides
+    from gui.app import configure_application
+    from gui.main_window import MainWindow
+    from gui.presets import load_preset
+    from gui.settings import StudioSettings
+
+    app = QApplication(["SegFormer Studio"])
+    configure_application(app)
+
+    def wait_for(condition, timeout_s: float) -> None:
+        end = time.monotonic() + timeout_s
+        while not condition():
+            if time.monotonic() > end:
+                raise TimeoutError("the app did not reach the state for the next screenshot")
+            app.processEvents()
+            time.sleep(0.02)
+
+    def shot(name: str, settle_s: float = 1.0) -> None:
+        end = time.monotonic() + settle_s
+        while time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.02)
+        window.grab().save(str(out / name))
+        print("saved", out / name, flush=True)
+
+    window = MainWindow(StudioSettings(home / "settings.ini"))
+    window.resize(1400, 880)
+    window.show()
+    window.data_page.create_demo()
+    wait_for(lambda: window.state.index is not None, 180)
+    shot("data.png")
+
+    window.tabs.setCurrentWidget(window.train_page)
+    window.train_page.apply_preset("Quick (CPU)")
+    wait_for(lambda: window.train_page.memory.estimate is not None, 120)
+    shot("train.png", 2.0)
+    config = apply_overrides(load_preset("Quick (CPU)"), [
+        "data.image_size=128", "train.epochs=4", "train.lr=1e-3", "data.num_folds=3",
+        "train.log_every_n_steps=2"])
+    window.train_page.form.set_config(config)
+    window.train_page.start_button.click()
+    wait_for(lambda: len(window.train_page.charts.mean_dice.x) >= 3, 1200)
+    shot("train_running.png", 1.5)
+    wait_for(lambda: window.runner.state == "idle", 1200)
+
+    window.tabs.setCurrentWidget(window.runs_page)
+    window.runs_page.table.selectRow(0)
+    window.runs_page.open_selected()
+    shot("runs.png")
+
+    page = window.review_page
+    window.tabs.setCurrentWidget(page)
+    page.refresh_runs()
+    page.select(case_day="case1_day23")  # a non-square 360×310 case-day
+    page.show_selected()
+    wait_for(lambda: page.result is not None and not page.task.is_running, 600)
+    result = page.result
+    page.viewer.set_slice(max(range(result.depth), key=lambda i: result.truth[i].sum()))
+    page.viewer.set_mode("prediction", "fill")
+    page.viewer.set_mode("truth", "contour")
+    shot("review_fill.png")
+    page.viewer.set_mode("prediction", "contour")
+    page.viewer.set_thickness(2)
+    shot("review_contour.png")
+    page.viewer.set_errors(True)
+    shot("review_errors.png")
+    window.close()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "screenshots")
