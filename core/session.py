@@ -172,12 +172,15 @@ class _EventCallback(Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         self.flush(trainer)
 
+    def on_validation_start(self, trainer, pl_module):
+        self.flush(trainer)  # before validation, so its time does not count against images/s
+
     def on_validation_end(self, trainer, pl_module):
         # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run before the
         # module's, which is where the epoch's metrics are logged.
+        self.window_start = time.perf_counter()
         if trainer.sanity_checking:
             return
-        self.flush(trainer)
         values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
         self.session.emit(ValidationResult(trainer.current_epoch, trainer.global_step, values))
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step,

@@ -22,7 +22,7 @@ def test_variants_build_with_the_table_values(variant):
 
 
 def test_random_initialisation_warns(caplog):
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("WARNING", logger="core.model.factory"):
         build_segformer(ModelConfig())
     assert "random initialisation" in caplog.text
 
