@@ -45,7 +45,9 @@ def ensure_build_environment() -> None:
     if _has("PyInstaller") and _has("torch"):
         return
     venv = venv_python()
-    if venv.exists() and Path(sys.executable).resolve() != venv.resolve():
+    # Compare environments, not interpreters: a venv's python is a symlink to the one it was made
+    # from, so resolved executables are the same file even when the packages differ.
+    if venv.exists() and Path(sys.prefix).resolve() != venv.parents[1].resolve():
         print(f"re-running with {venv}", flush=True)
         sys.exit(subprocess.call([str(venv), str(Path(__file__).resolve()), *sys.argv[1:]]))
     missing = [m for m in ("torch", "PyInstaller") if not _has(m)]
