@@ -211,6 +211,12 @@ def cross_field_problems(cfg: StudioConfig) -> dict[str, str]:
     if cfg.model.pretrained and not Path(cfg.model.pretrained).is_dir():
         problems["model.pretrained"] = (f"model.pretrained: folder '{cfg.model.pretrained}' does not "
                                         f"exist; pick a folder with config.json and the weights")
+    elif cfg.model.pretrained and (Path(cfg.model.pretrained) / "config.json").is_file():
+        from core.model.factory import pretrained_variant_problem  # the variants live there
+
+        problem = pretrained_variant_problem(Path(cfg.model.pretrained), cfg.model.variant)
+        if problem:
+            problems["model.pretrained"] = problem
     return problems
 
 

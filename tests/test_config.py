@@ -61,3 +61,13 @@ def test_yaml_round_trip_and_errors(tmp_path):
     (tmp_path / "unknown.yaml").write_text("optimiser:\n  lr: 1\n")
     with pytest.raises(ConfigError, match="unknown section 'optimiser'"):
         load_config(tmp_path / "unknown.yaml")
+
+
+def test_pretrained_folder_of_another_variant_is_a_field_problem(tmp_path):
+    from core.model.factory import segformer_config
+    from core.config import ModelConfig
+
+    segformer_config(ModelConfig(variant="b2")).save_pretrained(tmp_path / "mit-b2")
+    cfg = apply_overrides(StudioConfig(), [f"model.pretrained={tmp_path / 'mit-b2'}"])
+    assert "holds MiT-B2 weights but model.variant is b0" in validate(cfg)["model.pretrained"]
+    assert "model.pretrained" not in validate(apply_overrides(cfg, ["model.variant=b2"]))

@@ -42,6 +42,13 @@ def test_local_pretrained_folder_loads_encoder_and_resets_head(tmp_path):
     assert isinstance(model, SegformerForSemanticSegmentation)
 
 
+def test_pretrained_folder_of_another_variant_is_explained(tmp_path):
+    build_segformer(ModelConfig(variant="b1")).save_pretrained(tmp_path / "mit-b1")
+    with pytest.raises(ConfigError, match="holds MiT-B1 weights but model.variant is b0; set "
+                                          "model.variant to b1"):
+        build_segformer(ModelConfig(pretrained=str(tmp_path / "mit-b1")))
+
+
 def test_pretrained_folder_without_config_is_explained(tmp_path):
     with pytest.raises(ConfigError, match="has no config.json"):
         build_segformer(ModelConfig(pretrained=str(tmp_path)))

@@ -6,6 +6,7 @@ Nothing here downloads: ``model.pretrained`` must be a local folder written by `
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -75,6 +76,7 @@ def build_segformer(model_cfg: ModelConfig, warn_random: bool = True):
     if not (folder / "config.json").is_file():
         raise ConfigError(f"model.pretrained: '{folder}' has no config.json; pick the folder written "
                           f"by save_pretrained (config.json + model.safetensors)")
+    _check_pretrained_variant(folder, model_cfg.variant)
     try:
         model = SegformerForSemanticSegmentation.from_pretrained(
             folder, id2label=config.id2label,
@@ -83,3 +85,28 @@ def build_segformer(model_cfg: ModelConfig, warn_random: bool = True):
         raise ConfigError(f"model.pretrained: cannot load weights from '{folder}': {exc}") from None
     log.info("Loaded pretrained weights from %s", folder)
     return model
+
+
+def pretrained_variant_problem(folder: Path, variant: str) -> str | None:
+    """Why ``folder`` does not hold weights of ``variant`` (a message naming the setting), or None.
+
+    A pretrained folder brings its own encoder shape; it must be the variant the settings name, or
+    the memory estimate, run names and presets would describe another model."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"model.pretrained: cannot read '{Path(folder) / 'config.json'}': {exc}"
+    shape = (config.get("hidden_sizes"), config.get("depths"))
+    found = next((name for name, row in VARIANT_TABLE.items()
+                  if shape == (row["hidden_sizes"], row["depths"])), None)
+    if found == variant:
+        return None
+    what = f"MiT-{found.upper()}" if found else f"an encoder with depths {shape[1]}"
+    hint = f"set model.variant to {found}" if found else "pick a SegFormer (MiT) folder"
+    return f"model.pretrained: '{folder}' holds {what} weights but model.variant is {variant}; {hint}"
+
+
+def _check_pretrained_variant(folder: Path, variant: str) -> None:
+    problem = pretrained_variant_problem(folder, variant)
+    if problem:
+        raise ConfigError(problem)
