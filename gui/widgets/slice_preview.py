@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from core.data import ORGANS
 from core.data.scan import DatasetIndex, SliceRecord, load_masks, read_png16
-from core.export import ORGAN_COLORS
+from core.export import overlay_image, window_image
 
 MASK_ALPHA = 0.45
 
@@ -41,15 +41,11 @@ def pick_preview_slices(index: DatasetIndex, count: int = 8) -> list[SliceRecord
 
 
 def render_overlay(image: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
-    """Grey image (any dtype) with a 0.5–99.5 percentile window, organ masks blended on top."""
-    low, high = np.percentile(image, (0.5, 99.5))
-    grey = np.clip((image.astype(np.float32) - low) / max(high - low, 1e-6), 0, 1) * 255
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    if masks is not None:
-        for organ, mask in zip(ORGANS, masks):
-            colour = np.array(ORGAN_COLORS[organ], np.float32)
-            rgb[mask] = (1 - MASK_ALPHA) * rgb[mask] + MASK_ALPHA * colour
-    return np.ascontiguousarray(rgb.astype(np.uint8))
+    """RGB of the windowed slice with the organ masks blended on top (``core.export``'s overlay,
+    the same one the exported overlay PNGs use)."""
+    if masks is None:
+        return np.ascontiguousarray(np.repeat(window_image(image)[..., None], 3, axis=2))
+    return overlay_image(image, masks, alpha=MASK_ALPHA)
 
 
 def render_previews(index: DatasetIndex, count: int = 8) -> list[SlicePreview]:
