@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -69,6 +70,69 @@ def ensure_environment(dev: bool) -> None:
     stamp.write_text(wanted)
 
 
+# Shared libraries of Qt's xcb platform plugin (the Linux desktop) that a bare Debian/Ubuntu lacks,
+# and the packages that have them. libxcb-cursor0 is loaded at run time, so ldd does not list it.
+QT_XCB_PACKAGES = {
+    "libxcb-cursor.so.0": "libxcb-cursor0", "libxcb-icccm.so.4": "libxcb-icccm4",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1", "libxcb-image.so.0": "libxcb-image0",
+    "libxcb-render-util.so.0": "libxcb-render-util0", "libxcb-xkb.so.1": "libxcb-xkb1",
+    "libxkbcommon-x11.so.0": "libxkbcommon-x11-0", "libxkbcommon.so.0": "libxkbcommon0",
+    "libxcb-randr.so.0": "libxcb-randr0", "libxcb-shape.so.0": "libxcb-shape0",
+    "libxcb-xinerama.so.0": "libxcb-xinerama0", "libxcb-xfixes.so.0": "libxcb-xfixes0",
+    "libxcb-sync.so.1": "libxcb-sync1", "libxcb-shm.so.0": "libxcb-shm0",
+    "libxcb-render.so.0": "libxcb-render0", "libxcb-xinput.so.0": "libxcb-xinput0",
+    "libX11-xcb.so.1": "libx11-xcb1", "libxcb.so.1": "libxcb1", "libX11.so.6": "libx11-6",
+    "libEGL.so.1": "libegl1", "libGL.so.1": "libgl1", "libOpenGL.so.0": "libopengl0",
+    "libfontconfig.so.1": "libfontconfig1", "libdbus-1.so.3": "libdbus-1-3",
+    "libglib-2.0.so.0": "libglib2.0-0", "libfreetype.so.6": "libfreetype6",
+}
+_NOT_FOUND = re.compile(r"^\s*(\S+)\s+=>\s+not found", re.MULTILINE)
+
+
+def debian_package(soname: str) -> str:
+    """The Debian/Ubuntu package that ships ``soname`` (libfoo.so.1 → libfoo1, libfoo2.so.0 →
+    libfoo2-0 by Debian's naming rule, where the table above does not say)."""
+    if soname in QT_XCB_PACKAGES:
+        return QT_XCB_PACKAGES[soname]
+    name, _, version = soname.partition(".so.")
+    name = name.lower()
+    return f"{name}-{version}" if name[-1:].isdigit() else f"{name}{version}"
+
+
+def missing_qt_libraries(ldd_output: str, cursor_found: bool) -> list[str]:
+    """Missing shared libraries, from ``ldd`` of Qt's xcb plugin (and whether xcb-cursor is there)."""
+    missing = list(dict.fromkeys(_NOT_FOUND.findall(ldd_output)))
+    if not cursor_found and "libxcb-cursor.so.0" not in missing:
+        missing.insert(0, "libxcb-cursor.so.0")
+    return missing
+
+
+def check_qt_desktop_libraries() -> str | None:
+    """On a Linux desktop, the one ``apt-get install`` line for what Qt's xcb plugin lacks (or None:
+    nothing missing, not Linux, not using xcb, or nothing to check with)."""
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if not sys.platform.startswith("linux") or (platform and not platform.startswith("xcb")) or \
+            (not platform and os.environ.get("WAYLAND_DISPLAY")):
+        return None
+    plugins = list(VENV.glob("lib/python3*/site-packages/PySide6/Qt/plugins/platforms/libqxcb.so"))
+    ldd = shutil.which("ldd")
+    if not plugins or not ldd:
+        return None
+    qt_lib = plugins[0].parents[2] / "lib" / "libQt6XcbQpa.so.6"
+    output = ""
+    for library in (plugins[0], qt_lib):
+        if library.exists():
+            output += subprocess.run([ldd, str(library)], capture_output=True, text=True).stdout
+    import ctypes.util
+
+    missing = missing_qt_libraries(output, ctypes.util.find_library("xcb-cursor") is not None)
+    if not missing:
+        return None
+    packages = " ".join(dict.fromkeys(debian_package(name) for name in missing))
+    return (f"error: the Qt window needs system libraries that are missing ({', '.join(missing)}). "
+            f"Install them with:\n  sudo apt-get install {packages}")
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "app"
     if command not in ("app", "test"):
@@ -77,6 +141,10 @@ def main(argv: list[str]) -> int:
     ensure_environment(dev=command == "test")
     python = str(venv_python())
     if command == "app":
+        problem = None if argv[1:] else check_qt_desktop_libraries()  # the window, not a command
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
         return subprocess.call([python, str(ROOT / "main.py"), *argv[1:]], cwd=ROOT)
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONDONTWRITEBYTECODE="1")
     return subprocess.call([python, "-m", "pytest", *(argv[1:] or ["tests"])], cwd=ROOT, env=env)

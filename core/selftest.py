@@ -10,8 +10,8 @@ train       ``core.session.TrainingSession``: B0, 64 px, a few steps on the CPU;
 predict     ``core.predict``: load the run's ``model/`` folder (``from_pretrained``) and predict
             the validation case-days at their original size
 evaluate    ``core.metrics``: score those predictions against the ground truth
-gui         ``gui.main_window.MainWindow``: build the main window once, show it, process events,
-            close it
+gui         registered by ``gui.selftest`` (``main.py`` imports it): build the main window once,
+            show it, process events, close it
 ==========  ==================================================================================
 
 It prints ``self-test: <stage> ok (<seconds> s)`` per stage and a final line, and returns 0 only if
@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Callable
 
 PREFIX = "self-test:"
-STAGES = ("demo", "train", "predict", "evaluate", "gui")
+STAGES = ("demo", "train", "predict", "evaluate")
+"""The engine's stages; ``register_stage`` adds others (``gui.selftest`` adds ``gui``)."""
 NEEDS = {"train": "demo", "predict": "train", "evaluate": "predict"}
 
 # Settings of the tiny training run: 2 training cases (16–24 slices) at batch 4 make one short epoch,
@@ -90,7 +91,8 @@ def stage_train(ctx: _Context) -> str:
     for needed in ("model/config.json", "model/studio.json", "checkpoints/last.ckpt"):
         if not (ctx.run_dir / needed).is_file():
             raise RuntimeError(f"the run folder has no {needed}")
-    return f"{len(steps)} steps, loss {steps[-1].loss:.3f}, best dice {result.best_dice or 0:.3f}"
+    return (f"{len(steps)} steps, loss {steps[-1].loss:.3f}, best {result.monitor} "
+            f"{result.best_score or 0:.3f}")
 
 
 def stage_predict(ctx: _Context) -> str:
@@ -110,23 +112,22 @@ def stage_predict(ctx: _Context) -> str:
     slices = 0
     for pred in ctx.predictions:
         height, width = pred.records[0].shape
-        if pred.masks.shape != (len(pred.records), 3, height, width) or pred.masks.dtype != bool:
-            raise RuntimeError(f"{pred.case_day}: masks of shape {pred.masks.shape} "
-                               f"({pred.masks.dtype}), expected ({len(pred.records)}, 3, {height}, "
+        masks = pred.stacked_masks()
+        if masks.shape != (len(pred.records), 3, height, width) or masks.dtype != bool:
+            raise RuntimeError(f"{pred.case_day}: masks of shape {masks.shape} "
+                               f"({masks.dtype}), expected ({len(pred.records)}, 3, {height}, "
                                f"{width}) bool")
-        if not np.isfinite(pred.probabilities.astype(np.float32)).all():
+        if not np.isfinite(np.stack(pred.probabilities).astype(np.float32)).all():
             raise RuntimeError(f"{pred.case_day}: non-finite probabilities")
         slices += len(pred.records)
     return f"{len(ctx.predictions)} case-days, {slices} slices"
 
 
 def _validation_cases(ctx: _Context) -> list[int]:
-    from core.config import load_config
-    from core.data.datamodule import split_by_case
+    from core.data.datamodule import split_for
+    from core.runs import RunFolder
 
-    config = load_config(ctx.run_dir / "config.yaml")
-    cases = [r.case for r in ctx.index.slices]
-    return sorted(split_by_case(cases, config.data.num_folds, config.data.fold, config.train.seed)[1])
+    return sorted(split_for(ctx.index, RunFolder(ctx.run_dir).config())[1])
 
 
 def stage_evaluate(ctx: _Context) -> str:
@@ -138,7 +139,7 @@ def stage_evaluate(ctx: _Context) -> str:
     scores = ScoreAccumulator()
     for pred in ctx.predictions:
         truth = np.stack([load_masks(r) for r in pred.records])
-        scores.add_case_day(pred.case_day, pred.masks, truth)
+        scores.add_case_day(pred.case_day, pred.stacked_masks(), truth)
     result = scores.result()
     values = {"dice": result.dice, "hausdorff": result.hausdorff, "score": result.score}
     bad = {k: v for k, v in values.items() if not (math.isfinite(v) and 0.0 <= v <= 1.0)}
@@ -147,46 +148,21 @@ def stage_evaluate(ctx: _Context) -> str:
     return f"dice {result.dice:.3f}, hausdorff {result.hausdorff:.3f}, score {result.score:.3f}"
 
 
-def stage_gui(ctx: _Context) -> str:
-    # Offscreen before PySide6 is imported: no window ever appears, and no display is needed.
-    os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    # Qt only through gui/ (core never imports Qt itself: tests/test_no_qt_in_core.py), the way
-    # core.cli.runner starts the app through gui.app.
-    from gui.app import QApplication, configure_application
-    from gui.resources import icon_path, resources_dir, theme_path
-
-    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "SegFormerStudio"])
-
-    # The bundled resources (sys._MEIPASS/resources in the packaged program) must be there.
-    missing = [str(p) for p in (icon_path(), theme_path()) if not p.is_file()]
-    if missing:
-        raise RuntimeError(f"resources missing from {resources_dir()}: {', '.join(missing)}")
-    configure_application(app)
-    from gui.main_window import MainWindow  # after the QApplication, as gui.app does
-
-    window = MainWindow()
-    window.show()
-    deadline = time.perf_counter() + 1.0
-    while time.perf_counter() < deadline:  # let queued work (timers, first paint) run
-        app.processEvents()
-        time.sleep(0.02)
-    if not window.isVisible():
-        raise RuntimeError("the main window did not become visible")
-    title = window.windowTitle()
-    t0 = time.perf_counter()
-    window.close()  # closeEvent waits for the window's background work (e.g. the memory estimate)
-    app.processEvents()
-    closing = time.perf_counter() - t0
-    window.deleteLater()
-    app.processEvents()
-    return (f"{type(window).__name__} '{title}' shown and closed in {closing:.1f} s "
-            f"({app.platformName()})")
-
-
 STAGE_FUNCTIONS: dict[str, Callable[[_Context], str]] = {
     "demo": stage_demo, "train": stage_train, "predict": stage_predict,
-    "evaluate": stage_evaluate, "gui": stage_gui,
+    "evaluate": stage_evaluate,
 }
+
+
+def register_stage(name: str, function: Callable[[_Context], str], needs: str | None = None) -> None:
+    """Add a stage from a layer above the engine (the window's, from ``gui.selftest``): it runs after
+    the engine's stages. The engine never imports those layers itself."""
+    global STAGES
+    STAGE_FUNCTIONS[name] = function
+    if needs:
+        NEEDS[name] = needs
+    if name not in STAGES:
+        STAGES = STAGES + (name,)
 
 
 # -- driver ------------------------------------------------------------------------------------
@@ -198,8 +174,9 @@ def _header() -> str:
             f"{platform.system()} {platform.machine()}")
 
 
-def run_self_test(stages: tuple[str, ...] = STAGES) -> int:
+def run_self_test(stages: tuple[str, ...] | None = None) -> int:
     """Run the stages; print one line each and a final line. Returns the exit code (0 = all ok)."""
+    stages = STAGES if stages is None else stages
     started = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="segformer-studio-selftest-"))
     saved_env = {k: os.environ.get(k) for k in ("SEGFORMER_STUDIO_HOME", "QT_QPA_PLATFORM")}

@@ -42,7 +42,7 @@ def _install_excepthook(window) -> None:
 
 
 def run_app(argv: list[str] | None = None) -> int:
-    from core.cli.runner import setup_logging
+    from core.logfiles import setup_logging
 
     setup_logging()
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv[:1])

@@ -1,15 +1,12 @@
-"""Where the bundled resources (icon, theme, presets) are, in a checkout and in a PyInstaller build."""
+"""The app's bundled files: icon, theme and presets (``core.resources`` finds the folder)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from core.resources import resources_dir
 
-def resources_dir() -> Path:
-    # PyInstaller unpacks data files under sys._MEIPASS; in a checkout they sit beside gui/.
-    base = getattr(sys, "_MEIPASS", None)
-    return Path(base) / "resources" if base else Path(__file__).resolve().parents[1] / "resources"
+__all__ = ["icon_path", "presets_dir", "resources_dir", "theme_path"]
 
 
 def icon_path() -> Path:

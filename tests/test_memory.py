@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from core.cli.runner import run_cli
+from main import main as run_cli
 from core.config import VARIANTS, ModelConfig, StudioConfig, apply_overrides
 from core.errors import StudioError
 from core.memory import (PARTS, DeviceMemory, estimate_peak_memory, fit_batch_size,

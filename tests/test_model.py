@@ -1,12 +1,14 @@
 """The SegFormer factory (variants as data, local pretrained weights) and the loss / Dice pieces."""
 
+import numpy as np
 import pytest
 import torch
 
 from core.config import ModelConfig, StudioConfig, apply_overrides
 from core.errors import ConfigError
-from core.model import VARIANT_TABLE, build_segformer
-from core.model.lightning_module import SegmentationModule, class_map, dice_sums, predict_masks
+from core.model.factory import build_segformer
+from core.model.variants import VARIANT_TABLE
+from core.model.lightning_module import SegmentationModule, _CaseDayScores, class_map, predict_masks
 
 # Parameter counts of the MiT encoders + all-MLP decoders with 3 output channels (the SegFormer
 # paper lists 3.8 M for B0 and 27.5 M for B2 with 150 classes; the head's width differs).
@@ -62,15 +64,25 @@ def test_multiclass_overlap_goes_to_the_later_organ():
     assert class_map(masks)[0].tolist() == [[2, 1], [0, 3]]
 
 
-def test_dice_skips_slices_where_both_are_empty():
-    pred = torch.zeros(2, 3, 4, 4, dtype=torch.bool)
-    truth = torch.zeros_like(pred)
-    pred[0, 0, :2] = True
-    truth[0, 0, :1] = True  # dice 2*4/(8+4)
-    truth[1, 1, 0, 0] = True  # predicted empty → dice 0
-    total, counted = dice_sums(pred, truth)
-    assert counted.tolist() == [1, 1, 0]
-    assert total[0].item() == pytest.approx(8 / 12) and total[1].item() == 0
+def test_validation_scores_whole_case_days_with_the_evaluate_code():
+    """Batches cut across case-days; each case-day is scored as one volume, as evaluate does."""
+    from core.metrics import ScoreAccumulator
+
+    rng = np.random.default_rng(0)
+    pred = rng.random((7, 3, 16, 16)) < 0.3
+    truth = rng.random((7, 3, 16, 16)) < 0.3
+    codes = np.array([0, 0, 0, 1, 1, 1, 1])
+    names = ["case1_day1", "case2_day1"]
+    collector = _CaseDayScores()
+    for part in (slice(0, 2), slice(2, 5), slice(5, 7)):
+        collector.add(codes[part], pred[part], truth[part], names)
+    collector.flush(names)
+    expected = ScoreAccumulator()
+    expected.add_case_day("case1_day1", pred[:3], truth[:3])
+    expected.add_case_day("case2_day1", pred[3:], truth[3:])
+    got, want = collector.scores.result(), expected.result()
+    assert (got.dice, got.hausdorff, got.score) == (want.dice, want.hausdorff, want.score)
+    assert list(got.case_days) == names
 
 
 @pytest.mark.parametrize("mode", ["multilabel", "multiclass"])

@@ -1,17 +1,16 @@
 """Parse the command line, run one subcommand, and turn failures into exit codes.
 
 Exit codes: 0 success; 2 bad input or configuration (one ``error: ...`` line on stderr, no traceback);
-1 internal error (the traceback goes to a log file whose path is printed).
+1 internal error (one line on stderr; the traceback goes to the log file whose path it names); 130
+interrupted (Ctrl+C; for ``train``, Ctrl+C twice). ``main.py`` decides between the app and a command;
+this module never imports the GUI.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
-import time
-import traceback
 from pathlib import Path
 
 from core.errors import StudioError
@@ -47,46 +46,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def log_file() -> Path:
-    from core.paths import logs_dir
-
-    return logs_dir() / f"studio-{time.strftime('%Y%m%d')}.log"
-
-
-def setup_logging(verbose: bool = False) -> Path:
-    """Log to the day's file in the user data folder, and INFO lines to stderr when there is one."""
-    path = log_file()
-    root = logging.getLogger()
-    if not any(getattr(h, "_studio", False) for h in root.handlers):
-        handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler._studio = True
-        root.addHandler(handler)
-        if sys.stderr is not None:
-            console = logging.StreamHandler(sys.stderr)
-            console.setLevel(logging.INFO if verbose else logging.WARNING)
-            console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-            console._studio = True
-            root.addHandler(console)
-        root.setLevel(logging.INFO)
-    return path
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse the command line (argparse exits 2 with one ``error:`` line on bad arguments)."""
+    return build_parser().parse_args(argv)
 
 
-def run_cli(argv: list[str]) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.home:
-        from core.paths import set_studio_home
+def set_home(folder: str) -> None:
+    """Move the user data folder (``--home``); ``StudioError`` when it cannot be one."""
+    from core.paths import set_studio_home, studio_home
 
-        set_studio_home(args.home)
-    if args.self_test:
-        from core.selftest import run_self_test
+    path = Path(folder).expanduser()
+    if path.exists() and not path.is_dir():
+        raise StudioError(f"--home '{folder}' is a file; give a folder for the data, cache and runs")
+    set_studio_home(path)
+    try:
+        studio_home()
+    except OSError as exc:
+        raise StudioError(f"--home '{folder}' cannot be created: {exc.strerror or exc}") from None
 
-        return run_self_test()
-    if not args.command:
-        from gui.app import run_app
 
-        return run_app()
+def run_command(args: argparse.Namespace) -> int:
+    """Run one subcommand and turn what happens into an exit code (see the module docstring)."""
+    from core.logfiles import log_internal_error, setup_logging
+
     try:
         setup_logging()
         return int(importlib.import_module(args._module).run(args) or 0)
@@ -97,8 +79,6 @@ def run_cli(argv: list[str]) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: log, explain, exit 1
-        path = log_file()
-        logging.getLogger("studio").error("internal error in '%s'\n%s", args.command,
-                                          traceback.format_exc())
+        path = log_internal_error(f"'{args.command}'")
         print(f"internal error: {type(exc).__name__}: {exc} (details in {path})", file=sys.stderr)
         return 1

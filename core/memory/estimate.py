@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from core.config import StudioConfig, fields_of
+from core import devices
+from core.config import MAX_BATCH_SIZE, StudioConfig
 from core.errors import ConfigError
 
 PARTS = ("weights", "gradients", "optimizer_state", "activations", "workspace", "cuda_context")
@@ -28,7 +29,6 @@ CUDA_CONTEXT_BYTES = 300 * 2**20
 REFERENCE_GPU_BYTES = 8 * 2**30
 """The design's reference GPU (8 GB), used for "largest batch" when this machine has no GPU."""
 
-_MAX_BATCH = next(f.metadata["max"] for f in fields_of("train") if f.name == "batch_size")
 
 GIB = 2**30
 
@@ -94,13 +94,12 @@ class MemoryEstimate:
 
 
 def resolve_precision(precision: str, device: DeviceMemory | None) -> tuple[str, str | None]:
-    """``train.precision`` as training on ``device`` will run it, and a note when it was assumed."""
-    if precision != "auto":
-        return precision, None
-    if device is None:
+    """``train.precision`` as training on the GPU ``device`` will run it (``core.devices``' rule),
+    and a note when it had to be assumed because this machine has no GPU."""
+    if precision == "auto" and device is None:
         return "bf16-mixed", ("no GPU here: precision 'auto' is estimated as bf16-mixed, what it "
                               "becomes on a current NVIDIA GPU (16-mixed needs the same memory)")
-    return ("bf16-mixed" if device.bf16 else "16-mixed"), None
+    return devices.resolve_precision(precision, "gpu", device.bf16 if device else True), None
 
 
 _DETECT = object()
@@ -131,7 +130,7 @@ def largest_fitting_batch(cfg: StudioConfig, budget_bytes: int | None = None, de
     if budget_bytes is None:
         budget_bytes = (device.free_bytes + CUDA_CONTEXT_BYTES if device is not None
                         else REFERENCE_GPU_BYTES)
-    low, high = 0, _MAX_BATCH + 1  # the estimate grows with the batch: bisect
+    low, high = 0, MAX_BATCH_SIZE + 1  # the estimate grows with the batch: bisect
     while high - low > 1:
         middle = (low + high) // 2
         if inputs.estimate(middle).total_bytes <= budget_bytes:

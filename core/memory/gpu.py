@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from core.config import StudioConfig, ensure_valid, fields_of
+from core.config import MAX_BATCH_SIZE, StudioConfig, ensure_valid
 from core.errors import StudioError
 from core.memory.estimate import (CUDA_CONTEXT_BYTES, GIB, SPILL_EXPLANATION, DeviceMemory,
                                   MemoryEstimate, detect_device, estimate_peak_memory,
@@ -27,7 +27,6 @@ SKIP_ABOVE_ESTIMATE = 1.5
 """Fit does not run a batch whose estimate is this many times the budget: on Windows it would spill
 into system RAM (slowly) instead of failing."""
 
-_MAX_BATCH = next(f.metadata["max"] for f in fields_of("train") if f.name == "batch_size")
 
 
 def gpu_actions_available() -> tuple[bool, str]:
@@ -270,9 +269,9 @@ def fit_batch_size(cfg: StudioConfig, budget_fraction: float = 0.9,
                           f"of the free GPU memory")
     effective = cfg.train.batch_size * cfg.train.accumulate_grad_batches
     if keep_effective_batch:
-        candidates = [b for b in range(1, min(effective, _MAX_BATCH) + 1) if effective % b == 0]
+        candidates = [b for b in range(1, min(effective, MAX_BATCH_SIZE) + 1) if effective % b == 0]
     else:
-        candidates = list(range(1, _MAX_BATCH + 1))
+        candidates = list(range(1, MAX_BATCH_SIZE + 1))
 
     def accumulation(batch: int) -> int:
         return effective // batch if keep_effective_batch else cfg.train.accumulate_grad_batches

@@ -30,8 +30,11 @@ from pathlib import Path
 from typing import Callable
 
 from core import paths
-from core.config import VARIANTS, ModelConfig
+from core.config import ModelConfig
+from core.model.variants import VARIANTS
 from core.errors import ConfigError
+from core.resources import resources_dir
+from core.memory.kinds import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ QUADRATIC_FIT_POINTS = FIT_POINTS + ((2, 128),)
 
 MODES = ("multilabel", "multiclass")
 SHIPPED_PRECISIONS = ("32", "bf16-mixed")
-SHIPPED_CACHE = Path(__file__).resolve().parents[2] / "resources" / "memory_terms.json"
+SHIPPED_CACHE = resources_dir() / "memory_terms.json"
 USER_CACHE_NAME = "memory_terms.json"
 
 ARCHITECTURE_FIELDS = (
@@ -55,8 +58,6 @@ ARCHITECTURE_FIELDS = (
     "decoder_hidden_size", "reshape_last_stage")
 """The SegformerConfig fields that change what a training step holds in memory."""
 
-KINDS = ("saved", "forward", "backward", "grad")
-"""How the bytes a step makes are counted; see :mod:`core.memory.trace`."""
 
 _PRUNE_BATCHES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256, 512, 1024)
 _PRUNE_SIZES = (32, 64, 128, 192, 256, 320, 384, 512, 640, 768, 1024, 1536, 2048)

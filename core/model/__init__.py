@@ -1,5 +1,3 @@
-"""SegFormer factory (MiT-B0…B5 as data) and the LightningModule that trains it."""
-
-from core.model.factory import VARIANT_TABLE, build_segformer, output_channels
-
-__all__ = ["VARIANT_TABLE", "build_segformer", "output_channels"]
+"""SegFormer: the MiT variants as data (``variants``), the factory (``factory``) and the LightningModule
+that trains it (``lightning_module``). Import the submodules; this package imports nothing, so the
+settings can use ``core.model.variants`` without loading the model code."""

@@ -6,27 +6,15 @@ Nothing here downloads: ``model.pretrained`` must be a local folder written by `
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from core.config import ModelConfig
 from core.data import ORGANS
 from core.errors import ConfigError
+from core.model.variants import VARIANT_TABLE, pretrained_variant_problem
 
 log = logging.getLogger(__name__)
-
-_MIT_WIDE = [64, 128, 320, 512]
-VARIANT_TABLE: dict[str, dict] = {
-    # hidden_sizes, depths and decoder width of the MiT encoders in the SegFormer paper (Table 6).
-    "b0": {"hidden_sizes": [32, 64, 160, 256], "depths": [2, 2, 2, 2], "decoder_hidden_size": 256},
-    "b1": {"hidden_sizes": _MIT_WIDE, "depths": [2, 2, 2, 2], "decoder_hidden_size": 256},
-    "b2": {"hidden_sizes": _MIT_WIDE, "depths": [3, 4, 6, 3], "decoder_hidden_size": 768},
-    "b3": {"hidden_sizes": _MIT_WIDE, "depths": [3, 4, 18, 3], "decoder_hidden_size": 768},
-    "b4": {"hidden_sizes": _MIT_WIDE, "depths": [3, 8, 27, 3], "decoder_hidden_size": 768},
-    "b5": {"hidden_sizes": _MIT_WIDE, "depths": [3, 6, 40, 3], "decoder_hidden_size": 768},
-}
-
 
 def output_channels(model_cfg: ModelConfig) -> int:
     """Multilabel: one sigmoid channel per organ; multiclass: background + one per organ."""
@@ -44,7 +32,7 @@ def segformer_config(model_cfg: ModelConfig):
 
     if model_cfg.variant not in VARIANT_TABLE:
         raise ConfigError(f"model.variant: '{model_cfg.variant}' is not one of "
-                          f"{', '.join(VARIANT_TABLE)}")
+                          f"{', '.join(VARIANT_TABLE)}", key="model.variant")
     labels = _labels(model_cfg)
     return SegformerConfig(
         **VARIANT_TABLE[model_cfg.variant],
@@ -73,40 +61,28 @@ def build_segformer(model_cfg: ModelConfig, warn_random: bool = True):
                         "fine-tune.", model_cfg.variant.upper())
         return SegformerForSemanticSegmentation(config)
     folder = Path(model_cfg.pretrained)
-    if not (folder / "config.json").is_file():
-        raise ConfigError(f"model.pretrained: '{folder}' has no config.json; pick the folder written "
-                          f"by save_pretrained (config.json + model.safetensors)")
+    from core.checkpoints import pretrained_folder_problem
+
+    problem = pretrained_folder_problem(folder, need_studio_meta=False)
+    if problem:
+        raise ConfigError(f"model.pretrained: {problem}; pick the folder written by "
+                          "save_pretrained (config.json + model.safetensors)", key="model.pretrained")
     _check_pretrained_variant(folder, model_cfg.variant)
     try:
+        # transformers loads weights with torch's weights_only unpickler (or safetensors): a
+        # crafted pytorch_model.bin cannot run code; trust_remote_code stays off.
         model = SegformerForSemanticSegmentation.from_pretrained(
-            folder, id2label=config.id2label,
-            label2id=config.label2id, ignore_mismatched_sizes=True, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"model.pretrained: cannot load weights from '{folder}': {exc}") from None
+            folder, id2label=config.id2label, label2id=config.label2id,
+            ignore_mismatched_sizes=True, local_files_only=True, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - any failure to load the user's folder is their input
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ConfigError(f"model.pretrained: cannot load weights from '{folder}' ({reason}); "
+                          "pick a folder written by save_pretrained", key="model.pretrained") from None
     log.info("Loaded pretrained weights from %s", folder)
     return model
-
-
-def pretrained_variant_problem(folder: Path, variant: str) -> str | None:
-    """Why ``folder`` does not hold weights of ``variant`` (a message naming the setting), or None.
-
-    A pretrained folder brings its own encoder shape; it must be the variant the settings name, or
-    the memory estimate, run names and presets would describe another model."""
-    try:
-        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return f"model.pretrained: cannot read '{Path(folder) / 'config.json'}': {exc}"
-    shape = (config.get("hidden_sizes"), config.get("depths"))
-    found = next((name for name, row in VARIANT_TABLE.items()
-                  if shape == (row["hidden_sizes"], row["depths"])), None)
-    if found == variant:
-        return None
-    what = f"MiT-{found.upper()}" if found else f"an encoder with depths {shape[1]}"
-    hint = f"set model.variant to {found}" if found else "pick a SegFormer (MiT) folder"
-    return f"model.pretrained: '{folder}' holds {what} weights but model.variant is {variant}; {hint}"
 
 
 def _check_pretrained_variant(folder: Path, variant: str) -> None:
     problem = pretrained_variant_problem(folder, variant)
     if problem:
-        raise ConfigError(problem)
+        raise ConfigError(problem, key="model.pretrained")
