@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from benchmarks.common import (bench_config, build_module, header, make_demo,  # noqa: E402
                                markdown_table, median, quiet, scratch_home, set_threads, sync)
 from core.data.scan import scan_dataset  # noqa: E402
+from core.devices import Placement, resolve_precision  # noqa: E402
 from core.predict import LoadedModel, Predictor  # noqa: E402
 
 
@@ -48,7 +49,10 @@ def measure_inference(data_dir: Path, cache_root: Path, image_size: int = 288,
     index = scan_dataset(data_dir)
     cfg = bench_config(image_size, batch_size, variant=variant)
     module = build_module(cfg, device).eval()
-    model = LoadedModel(module, cfg, device, Path(f"random {variant.upper()}"))
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    bf16 = accelerator == "gpu" and torch.cuda.is_bf16_supported()
+    placement = Placement(accelerator, resolve_precision("auto", accelerator, bf16))
+    model = LoadedModel(module, cfg, placement, Path(f"random {variant.upper()}"))
     case_day, records = max(index.case_days().items(), key=lambda item: len(item[1]))
     results = {}
     # On the CPU the forward timing's synchronisation costs nothing, so one run gives both figures;
@@ -77,7 +81,7 @@ def measure_inference(data_dir: Path, cache_root: Path, image_size: int = 288,
             results["forward_s"] = predictor.forward_s / repeats
     height, width = records[0].shape
     results.update(case_day=case_day, slices=len(records), original=f"{width}×{height}",
-                   masks_shape=tuple(prediction.masks.shape), batch_size=batch_size,
+                   masks_shape=tuple(prediction.stacked_masks().shape), batch_size=batch_size,
                    image_size=image_size, variant=variant, device=device, tta=tta)
     return results
 

@@ -29,7 +29,7 @@ def synthetic_case_day(depth: int):
 
     from core.data.scan import SliceRecord
     from core.metrics import score_case_day
-    from gui.review.results import CaseDayResult
+    from core.review import CaseDayResult
 
     rng = np.random.default_rng(0)
     records = [SliceRecord(f"case1_day1_slice_{i + 1:04d}", 1, 1, i + 1, Path("none.png"), WIDTH,

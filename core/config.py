@@ -8,6 +8,8 @@ dotted key and what is allowed: ``train.batch_size: 0 is below the minimum 1``.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,14 +17,29 @@ from typing import Any
 
 import yaml
 
+from core.atomic import atomic_write_text
 from core.errors import ConfigError
+from core.model.variants import VARIANTS, pretrained_variant_problem
 
-VARIANTS = ("b0", "b1", "b2", "b3", "b4", "b5")
+log = logging.getLogger(__name__)
+
 PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
 
 
-def _setting(default, label: str, help: str, *, choices=None, min=None, max=None, step=None):
+WINDOWS_WORKERS_REASON = (
+    "Fixed at 0 on Windows: DataLoader worker processes deadlock there (and trip over pickling). "
+    "Loading stays fast without them: slices are read from the preprocessed, memory-mapped cache.")
+MONITORS = ("val_score", "val_dice", "val_loss")
+
+
+def _setting(default, label: str, help: str, *, choices=None, min=None, max=None, step=None,
+             pinned=None):
+    """A config field with its form metadata. ``pinned`` maps a ``sys.platform`` to
+    ``(value, reason)``: on that platform the setting always has that value (the one place such a
+    platform rule lives; the form shows it locked with the reason)."""
     meta = {"label": label, "help": help}
+    if pinned is not None:
+        meta["pinned"] = dict(pinned)
     if choices is not None:
         meta["choices"] = tuple(choices)
     if min is not None:
@@ -46,6 +63,9 @@ class DataConfig:
         5, "Folds", "The cases are split into this many folds; one is held out for validation. "
         "No case is in both training and validation.", min=2, max=20)
     fold: int = _setting(0, "Validation fold", "Which fold is held out for validation.", min=0, max=19)
+    split_seed: int = _setting(
+        0, "Split seed", "Seed of the shuffle that assigns cases to folds. Kept apart from the "
+        "training seed, so a new training seed validates on the same cases.", min=0, max=2**31 - 1)
     augment: bool = _setting(
         True, "Augment", "Random flips, small affine warps, brightness/contrast and coarse dropout "
         "during training (applied on the training device, after transfer).")
@@ -88,15 +108,25 @@ class TrainConfig:
         "32 on CPU.", choices=PRECISIONS)
     num_workers: int = _setting(
         0, "Loader workers", "DataLoader worker processes. Loading reads a memory-mapped cache, so "
-        "0 is fast; on Windows it is always 0 (worker processes deadlock there).", min=0, max=32)
-    seed: int = _setting(42, "Seed", "Random seed for splits, initialisation and augmentation.",
+        "0 is fast; on Windows it is always 0 (worker processes deadlock there).", min=0, max=32,
+        pinned={"win32": (0, WINDOWS_WORKERS_REASON)})
+    seed: int = _setting(42, "Seed", "Random seed for initialisation, batch order and "
+                         "augmentation (the fold split has its own seed, data.split_seed).",
                          min=0, max=2**31 - 1)
+    monitor: str = _setting(
+        "val_score", "Keep the best by", "The validation metric that chooses the checkpoint to keep: "
+        "val_score (0.4·Dice + 0.6·(1 − 3-D Hausdorff), the competition score), val_dice, or "
+        "val_loss (lowest).", choices=MONITORS)
     device: str = _setting("auto", "Device", "auto: the GPU when there is one, else the CPU.",
                            choices=("auto", "cpu", "gpu"))
     channels_last: bool = _setting(False, "channels_last", "Use channels-last memory format on the "
                                    "GPU (measure before turning on).")
     compile: bool = _setting(False, "torch.compile", "Compile the model (slow first steps; "
                              "measure before turning on).")
+    checkpoint_minutes: float = _setting(
+        10.0, "Checkpoint every (min)", "Also write the resumable checkpoint this often between "
+        "validations, so a crash or a power cut loses minutes, not an epoch (0: only after each "
+        "validation).", min=0.0, max=1440.0)
     log_every_n_steps: int = _setting(10, "Log every n steps", "How often losses are read back from "
                                       "the device (each read is a synchronisation).", min=1, max=1000)
 
@@ -115,6 +145,9 @@ class StudioConfig:
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+MAX_BATCH_SIZE: int = next(f.metadata["max"] for f in dataclasses.fields(TrainConfig)
+                           if f.name == "batch_size")
+"""The largest ``train.batch_size`` the settings allow (the memory search stops there)."""
 
 
 def fields_of(section: str) -> list[dataclasses.Field]:
@@ -129,18 +162,23 @@ def _field(key: str) -> dataclasses.Field:
     section, _, name = key.partition(".")
     if section not in SECTIONS or not name:
         raise ConfigError(f"unknown setting '{key}': keys look like section.name with section one of "
-                          f"{', '.join(SECTIONS)}")
+                          f"{', '.join(SECTIONS)}", key=key)
     for f in fields_of(section):
         if f.name == name:
             return f
     names = ", ".join(f.name for f in fields_of(section))
-    raise ConfigError(f"unknown setting '{key}': {section} has {names}")
+    raise ConfigError(f"unknown setting '{key}': {section} has {names}", key=key)
+
+
+def field_metadata(key: str) -> dict:
+    return dict(_field(key).metadata)
 
 
 def coerce_value(key: str, value: Any) -> Any:
     """Convert ``value`` (from YAML, the command line or a widget) to the type of ``key``."""
     f = _field(key)
     kind = type(f.default)
+    original = value
     try:
         if kind is bool:
             if isinstance(value, str):
@@ -156,16 +194,22 @@ def coerce_value(key: str, value: Any) -> Any:
         if kind is int:
             if isinstance(value, bool):
                 raise ValueError
+            if isinstance(value, str) and any(c in value.lower() for c in "e."):
+                value = float(value)
             if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+                raise ValueError  # also NaN and ±inf
+            return int(value)
         if kind is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: {value!r} is not a finite number", key=key)
+            return number
         return "" if value is None else str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: {value!r} is not a {kind.__name__}") from None
+    except (TypeError, ValueError, OverflowError):
+        what = {int: "whole number", float: "number", bool: "true/false value"}.get(kind, "text")
+        raise ConfigError(f"{key}: {original!r} is not a {what}", key=key) from None
 
 
 def check_value(key: str, value: Any) -> str | None:
@@ -180,6 +224,23 @@ def check_value(key: str, value: Any) -> str | None:
     return None
 
 
+def pinned_value(key: str, platform: str | None = None) -> tuple[Any, str] | None:
+    """``(value, reason)`` when ``key`` is fixed on this platform (e.g. workers on Windows)."""
+    return _field(key).metadata.get("pinned", {}).get(platform or sys.platform)
+
+
+def apply_pinned(cfg: StudioConfig, platform: str | None = None) -> list[str]:
+    """Set every setting this platform fixes to its value; returns one note per change."""
+    notes = []
+    for key in all_keys():
+        pin = pinned_value(key, platform)
+        if pin is not None and get_value(cfg, key) != pin[0]:
+            notes.append(f"{key} set to {pin[0]!r}: {pin[1]}")
+            section, _, name = key.partition(".")
+            setattr(getattr(cfg, section), name, pin[0])
+    return notes
+
+
 def get_value(cfg: StudioConfig, key: str) -> Any:
     section, _, name = key.partition(".")
     _field(key)
@@ -191,7 +252,7 @@ def set_value(cfg: StudioConfig, key: str, value: Any) -> None:
     coerced = coerce_value(key, value)
     problem = check_value(key, coerced)
     if problem:
-        raise ConfigError(problem)
+        raise ConfigError(problem, key=key)
     section, _, name = key.partition(".")
     setattr(getattr(cfg, section), name, coerced)
 
@@ -205,15 +266,10 @@ def cross_field_problems(cfg: StudioConfig) -> dict[str, str]:
     if cfg.data.fold >= cfg.data.num_folds:
         problems["data.fold"] = (f"data.fold: {cfg.data.fold} must be below data.num_folds "
                                  f"({cfg.data.num_folds}); folds are numbered from 0")
-    if sys.platform == "win32" and cfg.train.num_workers:
-        problems["train.num_workers"] = ("train.num_workers: must be 0 on Windows (DataLoader worker "
-                                         "processes deadlock there; loading is fast without them)")
     if cfg.model.pretrained and not Path(cfg.model.pretrained).is_dir():
         problems["model.pretrained"] = (f"model.pretrained: folder '{cfg.model.pretrained}' does not "
                                         f"exist; pick a folder with config.json and the weights")
     elif cfg.model.pretrained and (Path(cfg.model.pretrained) / "config.json").is_file():
-        from core.model.factory import pretrained_variant_problem  # the variants live there
-
         problem = pretrained_variant_problem(Path(cfg.model.pretrained), cfg.model.variant)
         if problem:
             problems["model.pretrained"] = problem
@@ -237,16 +293,36 @@ def validate(cfg: StudioConfig) -> dict[str, str]:
 
 
 def ensure_valid(cfg: StudioConfig) -> StudioConfig:
+    """``cfg`` with this platform's fixed settings applied (logged), or ``ConfigError`` naming the
+    first problem's key."""
+    for note in apply_pinned(cfg):
+        log.info("%s", note)
     problems = validate(cfg)
     if problems:
-        raise ConfigError("; ".join(problems.values()))
+        raise ConfigError("; ".join(problems.values()), key=next(iter(problems)))
     return cfg
 
 
-def from_dict(data: dict[str, Any] | None, base: StudioConfig | None = None) -> StudioConfig:
-    """Build a config from nested ``{section: {name: value}}``; unknown keys are errors."""
+MIGRATIONS = {
+    # Settings added after the first version, and what a config written before them meant.
+    "data.split_seed": lambda data: data.get("train", {}).get("seed", 42),
+    "train.monitor": lambda data: "val_dice",
+    "train.checkpoint_minutes": lambda data: 10.0,
+}
+"""How a config without a newer key is read: runs of earlier versions keep the behaviour they were
+trained with (their validation fold was drawn with ``train.seed``; their best model was chosen by
+Dice)."""
+
+
+def from_dict(data: dict[str, Any] | None, base: StudioConfig | None = None,
+              complete: bool = False) -> StudioConfig:
+    """Build a config from nested ``{section: {name: value}}``; unknown keys are errors. With
+    ``complete``, every setting must be present (a run's own config.yaml: a file cut short must not
+    silently fall back to defaults), except those ``MIGRATIONS`` fill in for older runs."""
     cfg = base.copy() if base is not None else StudioConfig()
     if not data:
+        if complete:
+            raise ConfigError("the settings are empty")
         return cfg
     if not isinstance(data, dict):
         raise ConfigError("a config must be a mapping of sections (data, model, train)")
@@ -257,7 +333,25 @@ def from_dict(data: dict[str, Any] | None, base: StudioConfig | None = None) -> 
             raise ConfigError(f"section '{section}' must be a mapping of settings")
         for name, value in values.items():
             set_value(cfg, f"{section}.{name}", value)
+    older = _is_older_config(data)
+    if older:
+        for key, migrate in MIGRATIONS.items():
+            set_value(cfg, key, migrate(data))
+    if complete:
+        missing = [key for key in all_keys() if key.partition(".")[2] not in
+                   (data.get(key.partition(".")[0]) or {}) and not (older and key in MIGRATIONS)]
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise ConfigError(f"the settings are incomplete (no {', '.join(missing[:3])}{more})",
+                              key=missing[0])
     return cfg
+
+
+def _is_older_config(data: dict) -> bool:
+    """A full config written before ``MIGRATIONS`` existed (every original key, none of the new)."""
+    present = {f"{s}.{n}" for s, values in data.items() if isinstance(values, dict) for n in values}
+    return bool(present) and not (present & set(MIGRATIONS)) and \
+        len(present) >= len(set(all_keys()) - set(MIGRATIONS))
 
 
 def apply_overrides(cfg: StudioConfig, overrides: list[str]) -> StudioConfig:
@@ -271,22 +365,35 @@ def apply_overrides(cfg: StudioConfig, overrides: list[str]) -> StudioConfig:
     return cfg
 
 
-def load_config(path: str | Path, base: StudioConfig | None = None) -> StudioConfig:
+def load_config(path: str | Path, base: StudioConfig | None = None,
+                complete: bool = False) -> StudioConfig:
+    """Read a YAML config; every problem is one ``ConfigError`` naming the file (and the line and
+    column of a YAML syntax error)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text (is it a YAML file?)") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file '{path}': {exc.strerror or exc}") from None
     try:
         data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}: "
+                          f"{exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
-    return from_dict(data, base)
+        raise ConfigError(f"config file '{path}' is not valid YAML: "
+                          f"{str(exc).splitlines()[0]}") from None
+    try:
+        return from_dict(data, base, complete=complete)
+    except ConfigError as exc:
+        raise ConfigError(f"config file '{path}': {exc}", key=exc.key) from None
 
 
 def save_config(cfg: StudioConfig, path: str | Path) -> None:
+    """Write ``cfg`` as YAML through a temporary file renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -5,13 +5,20 @@ setting and what to do). The CLI prints it as one ``error: ...`` line with exit 
 in a dialog. Anything else that escapes is an internal error (exit code 1, traceback in the log file).
 """
 
+from __future__ import annotations
+
 
 class StudioError(Exception):
     """A problem with the user's input, data or environment, explained in the message."""
 
 
 class ConfigError(StudioError):
-    """A configuration key or value is unknown or out of range."""
+    """A configuration key or value is unknown or out of range. ``key`` is the dotted setting it is
+    about (``train.batch_size``), when there is one, so a form can show it next to that field."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 class DatasetError(StudioError):
@@ -20,3 +27,7 @@ class DatasetError(StudioError):
 
 class CancelledError(StudioError):
     """A long operation was cancelled by the user."""
+
+
+class RunInUseError(StudioError):
+    """Another process trains in the run folder (its lock is held)."""

@@ -63,11 +63,14 @@ class LogMessage:
 
 @dataclass(frozen=True)
 class TrainingFinished:
-    """The run ended: ``status`` is ``finished`` or ``stopped`` (resumable from ``checkpoint``)."""
+    """The run ended: ``status`` is ``finished``, ``stopped`` (resumable from ``checkpoint``) or
+    ``aborted`` (Ctrl+C twice; resumable from the last checkpoint, if there was one).
+    ``best_score`` is the best checkpoint's value of ``monitor`` (e.g. ``val_score``)."""
     status: str
     reason: str
     checkpoint: str = ""
-    best_dice: float | None = None
+    best_score: float | None = None
+    monitor: str = ""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ import numpy as np
 
 from core.data import ORGANS
 from core.data.organ_bits import pack_organ_bits, unpack_organ_bits
-from core.data.rle import RLEError, parse_rle, rle_decode, rle_encode
+from core.data.csvfile import csv_rows
+from core.data.rle import RLEError, check_rle, rle_decode, rle_encode
 from core.errors import StudioError
 
 SUBMISSION_COLUMNS = ("id", "class", "predicted")
@@ -40,9 +41,6 @@ ORGAN_COLORS = {
 WINDOW_PERCENTILES = (1.0, 99.5)
 """Intensity percentiles of a slice that map to black and white in overlays."""
 
-# The csv module's default field limit (128 KiB) is below the RLE of a speckled 360×310 mask (up to
-# ~0.8 MB); a submission of a noisy model is still a valid submission.
-_MAX_FIELD_CHARS = 16 * 1024 * 1024
 
 
 def write_submission(path: str | Path, rows: Iterable[tuple[str, np.ndarray]]) -> int:
@@ -111,40 +109,32 @@ def read_submission(path: str | Path, shapes: Mapping[str, tuple[int, int]],
     path = Path(path)
     name = path.name
     required = list(shapes if required is None else required)
-    csv.field_size_limit(max(csv.field_size_limit(), _MAX_FIELD_CHARS))
-    try:
-        handle = open(path, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise StudioError(f"cannot read submission '{path}': {exc.strerror or exc}") from None
     found: dict[str, dict[str, str]] = {}
     first_row: dict[tuple[str, str], int] = {}
-    with handle:
-        reader = csv.reader(handle)
+    lines = csv_rows(path, StudioError)
+    column = _columns(name, next(lines, (1, None))[1])
+    for line_no, row in lines:
+        if not any(cell.strip() for cell in row):
+            continue
+        where = f"{name} row {line_no}"
+        if len(row) != len(column):
+            raise StudioError(f"{where}: expected {len(column)} values "
+                              f"({','.join(SUBMISSION_COLUMNS)}), found {len(row)}")
+        slice_id, organ, rle = (row[column[c]].strip() for c in SUBMISSION_COLUMNS)
+        if slice_id not in shapes:
+            raise StudioError(f"{where}: id '{slice_id[:80]}' is not a slice of the dataset")
+        if organ not in ORGANS:
+            raise StudioError(f"{where}: unknown class '{organ[:80]}'; expected one of "
+                              f"{', '.join(ORGANS)}")
+        if (slice_id, organ) in first_row:
+            raise StudioError(f"{where}: second row for {slice_id} {organ} (the first is "
+                              f"row {first_row[slice_id, organ]}); keep one")
+        first_row[slice_id, organ] = line_no
         try:
-            column = _columns(name, next(reader, None))
-            for row in reader:
-                if not any(cell.strip() for cell in row):
-                    continue
-                where = f"{name} row {reader.line_num}"
-                if len(row) != len(column):
-                    raise StudioError(f"{where}: expected {len(column)} values "
-                                      f"({','.join(SUBMISSION_COLUMNS)}), found {len(row)}")
-                slice_id, organ, rle = (row[column[c]].strip() for c in SUBMISSION_COLUMNS)
-                if slice_id not in shapes:
-                    raise StudioError(f"{where}: id '{slice_id}' is not a slice of the dataset")
-                if organ not in ORGANS:
-                    raise StudioError(f"{where}: unknown class '{organ}'; expected one of "
-                                      f"{', '.join(ORGANS)}")
-                if (slice_id, organ) in first_row:
-                    raise StudioError(f"{where}: second row for {slice_id} {organ} (the first is "
-                                      f"row {first_row[slice_id, organ]}); keep one")
-                first_row[slice_id, organ] = reader.line_num
-                _check_rle(where, rle, shapes[slice_id])
-                found.setdefault(slice_id, {})[organ] = rle
-        except UnicodeDecodeError:
-            raise StudioError(f"'{path}' is not a UTF-8 text file; save it as CSV (UTF-8)") from None
-        except csv.Error as exc:
-            raise StudioError(f"{name} row {reader.line_num}: not valid CSV ({exc})") from None
+            check_rle(rle, shapes[slice_id])
+        except RLEError as exc:
+            raise StudioError(f"{where}: bad RLE in 'predicted': {exc}") from None
+        found.setdefault(slice_id, {})[organ] = rle
     _check_complete(name, found, required)
     rles = {sid: tuple(organs.get(o, "") for o in ORGANS) for sid, organs in found.items()}
     return Submission(path, rles, shapes)
@@ -161,17 +151,6 @@ def _columns(name: str, header: list[str] | None) -> dict[str, int]:
         raise StudioError(f"{name} row 1: missing column(s) {', '.join(missing)}; expected "
                           f"{expected} (found {','.join(header)})")
     return {c: header.index(c) for c in SUBMISSION_COLUMNS}
-
-
-def _check_rle(where: str, rle: str, shape: tuple[int, int]) -> None:
-    height, width = shape
-    try:
-        starts, lengths = parse_rle(rle)
-    except RLEError as exc:
-        raise StudioError(f"{where}: bad RLE in 'predicted': {exc}") from None
-    if starts.size and starts[-1] + lengths[-1] > height * width:
-        raise StudioError(f"{where}: 'predicted' runs past the image (run ends at pixel "
-                          f"{int(starts[-1] + lengths[-1])} > {width}×{height} = {height * width})")
 
 
 def _check_complete(name: str, found: Mapping[str, Mapping[str, str]], required: list[str]):

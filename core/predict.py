@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -21,13 +20,17 @@ import torch
 import torch.nn.functional as F
 
 from core import paths
+from core.checkpoints import checkpoint_config, load_checkpoint, pretrained_folder_problem
 from core.config import StudioConfig, from_dict
+from core.data import ORGANS
 from core.data.cache import SliceCache, build_cache, neighbour_rows
 from core.data.scan import DatasetIndex, SliceRecord
 from core.errors import CancelledError, StudioError
 from core.events import Progress
 from core.model.lightning_module import SegmentationModule, predict_masks
+from core.devices import Placement, resolve_placement
 from core.quiet import quiet_libraries
+from core.runs import MODEL_DIR, MODEL_META, RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -36,73 +39,125 @@ log = logging.getLogger(__name__)
 class LoadedModel:
     module: SegmentationModule
     config: StudioConfig
-    device: torch.device
+    placement: Placement
     source: Path
+
+    @property
+    def device(self):
+        return self.placement.device
 
     @property
     def image_size(self) -> int:
         return self.config.data.image_size
 
 
-def best_checkpoint(run_dir: Path) -> Path:
-    """The run's best checkpoint by the Dice in its name, else ``last.ckpt``."""
-    folder = Path(run_dir) / "checkpoints"
-    scored = []
-    for path in folder.glob("best-*.ckpt"):
-        match = re.search(r"-(\d+(?:\.\d+)?)\.ckpt$", path.name)
-        scored.append((float(match.group(1)) if match else -1.0, path))
-    if scored:
-        return max(scored)[1]
-    if (folder / "last.ckpt").is_file():
-        return folder / "last.ckpt"
-    raise StudioError(f"'{run_dir}' has no checkpoints; train a model first (or pick the run's "
-                      "model/ folder)")
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "gpu" and not torch.cuda.is_available():
-        raise StudioError("a GPU was asked for but no CUDA GPU is available; use the CPU")
-    return torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
-
-
 def load_model(source: str | Path, device: str = "auto") -> LoadedModel:
-    """Load a model from a run folder, a ``.ckpt`` file, or a ``save_pretrained`` folder."""
+    """Load a model from a run folder (its best checkpoint, as ``run.json`` records it), a ``.ckpt``
+    file, or a ``save_pretrained`` folder with ``studio.json`` (a run's ``model/``). Nothing in the
+    files is executed (``weights_only`` loading); a damaged file is a ``StudioError`` naming it.
+    ``device`` is ``auto``, ``cpu`` or ``gpu``; the precision is the run's, as it runs there."""
     quiet_libraries()
     source = Path(source)
-    target = pick_device(device)
-    try:
-        if source.is_dir() and (source / "studio.json").is_file():
-            module = _from_pretrained_folder(source)
+    if not source.exists():
+        raise StudioError(f"'{source}' does not exist; give a run folder, a .ckpt file or a run's "
+                          "model/ folder")
+    if source.is_dir() and (source / MODEL_META).is_file() or \
+            source.is_dir() and source.name == MODEL_DIR and RunFolder(source.parent).is_run():
+        module, source = _from_model_folder(source)
+    else:
+        if source.is_dir():
+            run = RunFolder(source)
+            checkpoint = run.best_checkpoint()
+            if checkpoint is None:
+                raise StudioError(f"'{source}' has no checkpoints; train a model first (or pick "
+                                  "the run's model/ folder)")
         else:
-            checkpoint = best_checkpoint(source) if source.is_dir() else source
-            if not checkpoint.is_file():
-                raise StudioError(f"checkpoint '{checkpoint}' does not exist")
-            module = SegmentationModule.load_from_checkpoint(checkpoint, map_location="cpu",
-                                                             load_pretrained=False)
-            source = checkpoint
-    except (RuntimeError, KeyError, EOFError, ValueError) as exc:
-        raise StudioError(f"cannot load a model from '{source}': {exc}") from None
-    module.eval().to(target)  # the one device move
-    return LoadedModel(module, module.config, target, source)
+            checkpoint = source
+        module = module_from_checkpoint(checkpoint)
+        source = checkpoint
+    placement = resolve_placement(device, module.config.train.precision)
+    module.eval().to(placement.device)  # the one device move
+    return LoadedModel(module, module.config, placement, source)
 
 
-def _from_pretrained_folder(folder: Path) -> SegmentationModule:
+def module_from_checkpoint(path: Path) -> SegmentationModule:
+    """The trained module of a checkpoint (loaded with ``weights_only``)."""
+    checkpoint = load_checkpoint(path)
+    module = SegmentationModule(checkpoint_config(checkpoint, path), load_pretrained=False)
+    state = {k.replace("_orig_mod.", ""): v for k, v in checkpoint["state_dict"].items()}
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise StudioError(f"'{path}' does not fit its own settings ({str(exc).splitlines()[0]})") \
+            from None
+    return module
+
+
+def _from_model_folder(folder: Path) -> tuple[SegmentationModule, Path]:
+    """A run's exported ``model/`` (or any save_pretrained folder with studio.json). A damaged
+    ``model/`` of a run is exported again from the run's best checkpoint, when no process is
+    training in the run."""
     from transformers import SegformerForSemanticSegmentation
 
-    meta = json.loads((folder / "studio.json").read_text(encoding="utf-8"))
-    config = from_dict({"data": {"image_size": meta["image_size"], "context": meta["context"]},
-                        "model": {"mode": meta["mode"], "variant": meta["variant"]}})
-    module = SegmentationModule(config.to_dict(), load_pretrained=False)
-    module.model = SegformerForSemanticSegmentation.from_pretrained(folder, local_files_only=True)
-    return module
+    problem = pretrained_folder_problem(folder)
+    if problem:
+        run = RunFolder(folder.parent)
+        best = run.best_checkpoint() if run.is_run() else None
+        if best is None:
+            raise StudioError(f"cannot load the model: {problem}")
+        if run.lock().live_holder() is not None:
+            return module_from_checkpoint(best), best  # a run in progress: read, do not write
+        log.warning("%s; exporting it again from %s", problem, best)
+        export_model(run, best, module_from_checkpoint(best).config)
+    try:
+        meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
+        config = from_dict({"data": {"image_size": meta["image_size"], "context": meta["context"]},
+                            "model": {"mode": meta["mode"], "variant": meta["variant"]},
+                            "train": {"precision": meta.get("precision", "auto")}})
+        module = SegmentationModule(config.to_dict(), load_pretrained=False)
+        module.model = SegformerForSemanticSegmentation.from_pretrained(
+            folder, local_files_only=True, trust_remote_code=False)
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise StudioError(f"cannot load the model in '{folder}' ({type(exc).__name__}: "
+                          f"{str(exc)[:200]})") from None
+    return module, folder
+
+
+def export_model(run: RunFolder, checkpoint_path: Path, config: StudioConfig) -> Path:
+    """Write a checkpoint's model to ``run``'s ``model/`` (``save_pretrained`` + ``studio.json`` with
+    the preprocessing), atomically (``RunFolder.write_model``)."""
+    module = module_from_checkpoint(checkpoint_path)
+    data = config.data
+    return run.write_model(module.model, {
+        "mode": config.model.mode, "variant": config.model.variant,
+        "image_size": data.image_size, "context": data.context, "organs": list(ORGANS),
+        "precision": config.train.precision, "checkpoint": checkpoint_path.name})
 
 
 @dataclass
 class CaseDayPrediction:
+    """A case-day's predictions at each slice's original size, in slice order. A case-day whose
+    slices all have one size (every Kaggle scan) stacks into ``(D, 3, H, W)`` arrays (``stack``)."""
+
     case_day: str
     records: list[SliceRecord]
-    masks: np.ndarray  # bool (D, 3, H, W) at the original size
-    probabilities: np.ndarray  # float16 (D, 3, H, W); for multiclass, softmax of the organs
+    masks: list[np.ndarray]
+    """bool ``(3, H, W)`` per slice."""
+    probabilities: list[np.ndarray]
+    """float16 ``(3, H, W)`` per slice; for multiclass, the organs' softmax probabilities."""
+
+    @property
+    def sizes(self) -> list[tuple[int, int]]:
+        """The distinct ``(height, width)`` of the slices, in order of appearance."""
+        return list(dict.fromkeys(r.shape for r in self.records))
+
+    def stacked_masks(self) -> np.ndarray:
+        """``(D, 3, H, W)`` bool; ``StudioError`` when the slices differ in size."""
+        if len(self.sizes) > 1:
+            raise StudioError(f"{self.case_day} has slices of {len(self.sizes)} sizes ("
+                              f"{', '.join(f'{w}×{h}' for h, w in self.sizes)}); it cannot be "
+                              "shown or scored as one volume")
+        return np.stack(self.masks)
 
 
 class Predictor:
@@ -122,7 +177,8 @@ class Predictor:
         if self._cache is None:
             self._cache = build_cache(self.index, self.model.image_size, self.cache_root,
                                       progress, cancel)
-            self._neighbours = neighbour_rows(self.index, self.model.config.data.context)
+            self._neighbours = neighbour_rows(self.index, self.model.config.data.context,
+                                              self._cache.valid)
         return self._cache
 
     @torch.inference_mode()
@@ -133,31 +189,37 @@ class Predictor:
             raise StudioError(f"case-day '{case_day}' is not in the dataset")
         cache = self.prepare(progress, cancel)
         rows = np.array([self._rows[r.id] for r in records])
-        height, width = records[0].shape
         module, device = self.model.module, self.model.device
-        probs = np.zeros((len(rows), 3, height, width), np.float16)
-        for start in range(0, len(rows), self.batch_size):
-            if cancel is not None and cancel():
-                raise CancelledError("prediction cancelled")
-            batch_rows = rows[start:start + self.batch_size]
-            images = torch.from_numpy(np.ascontiguousarray(cache.images[self._neighbours[batch_rows]]))
-            x = module.pixel_values(images.to(device, non_blocking=True))
-            logits = self._logits(module, x)
-            logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear",
-                                   align_corners=False)
-            p = logits.softmax(1)[:, 1:] if module.mode == "multiclass" else logits.sigmoid()
-            probs[start:start + len(batch_rows)] = p.cpu().numpy().astype(np.float16)
-            if progress is not None:
-                progress(Progress("predict", start + len(batch_rows), len(rows), case_day))
-        if module.mode == "multiclass":
-            full = np.concatenate([1 - probs.sum(1, keepdims=True, dtype=np.float32), probs], 1)
-            masks = predict_masks(torch.from_numpy(full), "multiclass").numpy()
-        else:
-            masks = probs >= self.threshold
+        probs: list[np.ndarray | None] = [None] * len(rows)
+        done = 0
+        for shape in dict.fromkeys(r.shape for r in records):  # each size, upsampled to itself
+            positions = [i for i, r in enumerate(records) if r.shape == shape]
+            for start in range(0, len(positions), self.batch_size):
+                if cancel is not None and cancel():
+                    raise CancelledError("prediction cancelled")
+                chosen = positions[start:start + self.batch_size]
+                images = torch.from_numpy(np.ascontiguousarray(
+                    cache.images[self._neighbours[rows[chosen]]]))
+                x = module.pixel_values(images.to(device, non_blocking=True))
+                logits = F.interpolate(self._logits(module, x).float(), size=shape,
+                                       mode="bilinear", align_corners=False)
+                p = logits.softmax(1)[:, 1:] if module.mode == "multiclass" else logits.sigmoid()
+                for position, values in zip(chosen, p.cpu().numpy().astype(np.float16)):
+                    probs[position] = values
+                done += len(chosen)
+                if progress is not None:
+                    progress(Progress("predict", done, len(rows), case_day))
+        masks = [self._threshold(p) for p in probs]
         return CaseDayPrediction(case_day, records, masks, probs)
 
+    def _threshold(self, probs: np.ndarray) -> np.ndarray:
+        if self.model.module.mode == "multiclass":
+            full = np.concatenate([1 - probs.sum(0, keepdims=True, dtype=np.float32), probs])
+            return predict_masks(torch.from_numpy(full[None]), "multiclass").numpy()[0]
+        return probs >= self.threshold
+
     def _logits(self, module: SegmentationModule, x: torch.Tensor) -> torch.Tensor:
-        with _autocast(x.device):
+        with self.model.placement.autocast():
             logits = module(x)
             if self.tta:  # horizontal flip: average the logits of the flipped image, flipped back
                 logits = (logits + module(x.flip(-1)).flip(-1)) / 2
@@ -184,9 +246,3 @@ class Predictor:
             done += len(result.records)
             yield result
 
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)

@@ -1,232 +1,258 @@
 """TrainingSession: scan, cache, ``Trainer.fit``, events, stop and resume — one run folder.
 
-A run folder holds::
+The run folder's format belongs to ``core.runs.RunFolder``; this module drives Lightning:
 
-    config.yaml            the full resolved config
-    run.json               data folder, status (running/finished/stopped/failed), best Dice, times
-    metrics.csv            one row per logged step and per validation
-    checkpoints/last.ckpt  resumable (optimiser, scheduler, epoch and step)
-    checkpoints/best-*.ckpt  the best by val_dice
-    model/                 the best model in save_pretrained form + studio.json (preprocessing)
+* ``MetricsLogger`` (``core.metrics_log``) receives what the module logs and writes ``metrics.csv``;
+  its rows are also the live ``TrainingStep`` / ``ValidationResult`` events.
+* ``RunCheckpoint`` (a ``ModelCheckpoint``) keeps the best checkpoint by ``train.monitor``, then
+  writes ``last.ckpt`` — in that order, within one callback, so ``last.ckpt`` and ``run.json`` always
+  name the best checkpoint of the same validation — and every ``train.checkpoint_minutes`` mid-epoch.
+* ``_RunEvents`` turns the remaining hooks into events and honours Stop at the next optimiser step.
 
 The session runs on whatever thread calls ``run()`` (a QThread in the GUI, the main thread in the
-CLI); ``request_stop()`` may be called from any thread and takes effect at the next batch.
+CLI); ``request_stop()`` may be called from any thread.
+
+Resume is exact: the batch order is a function of the seed and the epoch (``EpochShuffle``), every
+random draw of a step a function of the seed and the batch's number (``batch_seed``), a stop lands only
+between optimiser steps (never inside an accumulation window), and the checkpoint records where in
+the epoch it was taken; a stopped-and-resumed run ends with the weights of one that never stopped.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import os
 import threading
 import time
 import traceback
-from datetime import datetime, timezone
+from collections import deque
 from pathlib import Path
 
-import torch
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from core import paths
-from core.config import StudioConfig, ensure_valid, load_config, save_config
-from core.data import ORGANS
+from core import faults, paths
+from core.checkpoints import AtomicCheckpointIO, checkpoint_config, load_checkpoint
+from core.config import StudioConfig, ensure_valid, from_dict
 from core.data.cache import build_cache
 from core.data.datamodule import SliceDataModule
-from core.data.scan import scan_dataset
+from core.data.scan import DatasetIndex, scan_dataset
+from core.devices import resolve_placement
 from core.errors import CancelledError, ConfigError, StudioError
 from core.events import (CheckpointSaved, EventSink, LogMessage, TrainingFailed, TrainingFinished,
                          TrainingStarted, TrainingStep, ValidationResult, ignore_events)
 from core.memory import estimate_peak_memory, memory_pressure_warning, spill_warning
+from core.metrics_log import MetricsLogger
 from core.model.lightning_module import SegmentationModule
+from core.predict import export_model
 from core.quiet import quiet_libraries
+from core.runs import RunFolder
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_dice"] + \
-    [f"val_dice_{o}" for o in ORGANS] + ["lr", "images_per_sec", "time"]
+MONITOR_MODES = {"val_score": "max", "val_dice": "max", "val_loss": "min"}
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write checkpoints to a temporary file and rename, so a full disk or a crash mid-write never
-    replaces a good ``last.ckpt`` with a broken one."""
+class AbortRequested(BaseException):
+    """Raised (by the CLI's second Ctrl+C) to end training now, keeping the last checkpoint.
 
-    def save_checkpoint(self, checkpoint, path, storage_options=None):
-        path = Path(path)
-        tmp = path.with_name(path.name + ".partial")
-        try:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StudioError(f"could not write checkpoint '{path}': {exc.strerror or exc}. The "
-                              "previous checkpoint is intact; free disk space and resume") from None
+    A ``BaseException`` so that no ``except Exception`` on the way swallows it, and not a
+    ``KeyboardInterrupt``, which Lightning answers with ``sys.exit(1)``."""
 
 
-def resolve_device_and_precision(config: StudioConfig) -> tuple[str, str]:
-    """Lightning accelerator and precision for the config on this machine."""
-    device = config.train.device
-    has_cuda = torch.cuda.is_available()
-    if device == "gpu" and not has_cuda:
-        raise ConfigError("train.device: 'gpu' was chosen but no CUDA GPU is available (is the CUDA "
-                          "build of PyTorch installed?); choose auto or cpu")
-    accelerator = "gpu" if device == "gpu" or (device == "auto" and has_cuda) else "cpu"
-    precision = config.train.precision
-    if precision == "auto":
-        if accelerator == "gpu":
-            precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-        else:
-            precision = "32"
-    elif accelerator == "cpu" and precision == "16-mixed":
-        raise ConfigError("train.precision: 16-mixed needs a GPU; use 32 or bf16-mixed on the CPU")
-    return accelerator, precision
+class RunCheckpoint(ModelCheckpoint):
+    """The best checkpoint by the monitored validation metric, then ``last.ckpt``, then ``run.json``.
 
+    Lightning runs ``ModelCheckpoint`` callbacks after all others; doing the three writes in this one
+    callback, in this order, is what keeps them consistent (``last.ckpt`` holds this callback's
+    updated best state). ``last.ckpt`` is also written every ``train.checkpoint_minutes`` between
+    optimiser steps, so a killed run loses minutes, not an epoch."""
 
-class MetricsCsv:
-    """Appends rows to ``metrics.csv`` at the run's root (kept across resumes)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        if not path.exists():
-            with open(path, "w", newline="", encoding="utf-8") as fh:
-                csv.writer(fh).writerow(METRIC_COLUMNS)
-
-    def write(self, rows: list[dict]) -> None:
-        with open(self.path, "a", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, METRIC_COLUMNS, extrasaction="ignore")
-            writer.writerows(rows)
-
-
-class _EventCallback(Callback):
-    """Turns Lightning hooks into plain events, writes metrics.csv, and honours stop requests.
-
-    Losses are read back from the device every ``log_every_n_steps`` batches in one transfer, not
-    every step, so the training loop does not synchronise with the GPU each step.
-    """
-
-    def __init__(self, session: "TrainingSession", metrics: MetricsCsv):
+    def __init__(self, session: "TrainingSession"):
+        monitor = session.config.train.monitor
+        super().__init__(dirpath=session.folder.checkpoint_dir, filename="best-{epoch:02d}-{step:06d}",
+                         monitor=monitor, mode=MONITOR_MODES[monitor], save_top_k=1,
+                         save_on_train_epoch_end=False, auto_insert_metric_name=False)
         self.session = session
-        self.metrics = metrics
-        self.pending: list[tuple[int, int, int, torch.Tensor, float]] = []
-        self.window_start = time.perf_counter()
-        self.window_images = 0
-        self.rate = 0.0
-        self.warned_memory = False
+        minutes = session.config.train.checkpoint_minutes
+        self.interval = minutes * 60 if minutes > 0 else None
+        self.last_saved = time.monotonic()
 
-    def on_train_start(self, trainer, pl_module):
-        per_epoch = max(1, trainer.num_training_batches // trainer.accumulate_grad_batches)
-        total = int(trainer.estimated_stepping_batches)
-        self.session.emit(TrainingStarted(str(self.session.run_dir), trainer.max_epochs, per_epoch,
-                                          total, trainer.global_step, self.session.accelerator,
-                                          self.session.precision))
-        self.window_start = time.perf_counter()
+    @property
+    def state_key(self) -> str:
+        return "RunCheckpoint"  # stable across settings, unlike ModelCheckpoint's default key
+
+    def write_last(self, trainer: "pl.Trainer") -> None:
+        path = self.session.folder.last_checkpoint
+        trainer.save_checkpoint(str(path), weights_only=False)
+        self.last_saved = time.monotonic()
+        self.session.emit(CheckpointSaved(str(path), trainer.global_step))
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        faults.point("validation-row")
+        super().on_validation_end(trainer, pl_module)  # the best checkpoint first
+        self.write_last(trainer)
+        score = None if self.best_model_score is None else float(self.best_model_score)
+        self.session.folder.record_best(self.best_model_path or None, score, self.monitor,
+                                     self._best_step())
+        self.session.folder.update_info(step=trainer.global_step)
+        if self.session.stop_requested:  # a Stop that came during or just before validation
+            trainer.should_stop = True
+
+    def _best_step(self) -> int | None:
+        name = Path(self.best_model_path).stem if self.best_model_path else ""
+        return int(name.rsplit("-", 1)[-1]) if name.startswith("best-") else None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        lr = trainer.optimizers[0].param_groups[0]["lr"]
-        self.pending.append((trainer.global_step, trainer.current_epoch, batch_idx,
-                             loss.detach(), lr))
-        self.window_images += len(batch["mask"])
-        if len(self.pending) >= self.session.config.train.log_every_n_steps:
-            self.flush(trainer)
-        if self.session.stop_requested and not trainer.should_stop:
-            self.stop_here(trainer)
+        """Time-based ``last.ckpt`` between validations (only between optimiser steps, and not on
+        an epoch's last batch, whose state is saved after its validation)."""
+        if (self.interval is not None and time.monotonic() - self.last_saved >= self.interval
+                and not trainer.fit_loop._should_accumulate()
+                and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
+            self.write_last(trainer)
 
-    def stop_here(self, trainer) -> None:
-        """Write the resumable checkpoint at this batch and end ``fit`` without the validation pass
-        Lightning would otherwise run on a stop (a Stop click should take effect in seconds)."""
-        self.flush(trainer)
-        trainer.should_stop = True
-        trainer.limit_val_batches = 0
-        last = self.session.checkpoint_dir / "last.ckpt"
-        trainer.save_checkpoint(str(last))
-        self.session.emit(CheckpointSaved(str(last), trainer.global_step))
 
-    def flush(self, trainer) -> None:
-        if not self.pending:
+class _RunEvents(Callback):
+    """Hooks → events (start, throughput, memory warnings), Stop at the next optimiser step, and the
+    sampler's position in the epoch saved with every checkpoint."""
+
+    def __init__(self, session: "TrainingSession", datamodule: SliceDataModule):
+        self.session = session
+        self.datamodule = datamodule
+        self.window: deque[tuple[float, int]] = deque(maxlen=session.config.train.log_every_n_steps + 1)
+        self.warned_memory = False
+        self.trainer: pl.Trainer | None = None
+
+    @property
+    def state_key(self) -> str:
+        return "RunPosition"
+
+    def setup(self, trainer, pl_module, stage):
+        self.trainer = trainer
+
+    def state_dict(self) -> dict:
+        """Where the training epoch is (saved in every checkpoint): resumed, the sampler continues
+        after the batches already trained on."""
+        trainer = self.trainer
+        return {"epoch": trainer.current_epoch,
+                "batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.datamodule.resume_at(state["epoch"], state["batches"])
+
+    def on_train_start(self, trainer, pl_module):
+        session = self.session
+        per_epoch = max(1, trainer.num_training_batches // trainer.accumulate_grad_batches)
+        session.total_steps = int(trainer.estimated_stepping_batches)
+        session.emit(TrainingStarted(str(session.folder.path), trainer.max_epochs, per_epoch,
+                                     session.total_steps, trainer.global_step,
+                                     session.placement.accelerator, session.placement.precision))
+        self.window.clear()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.window.append((time.perf_counter(), len(batch["mask"])))
+        if len(self.window) > 1:
+            elapsed = self.window[-1][0] - self.window[0][0]
+            images = sum(n for _, n in list(self.window)[1:])
+            pl_module.log("images_per_sec", images / elapsed if elapsed > 0 else 0.0,
+                          on_step=True, on_epoch=False)
+        faults.point("step")
+        if not self.session.stop_requested or trainer.fit_loop._should_accumulate():
             return
-        losses = torch.stack([p[3] for p in self.pending]).float().cpu().tolist()  # one sync
-        elapsed = time.perf_counter() - self.window_start
-        self.rate = self.window_images / elapsed if elapsed > 0 else 0.0
-        batches_left = max(0, trainer.estimated_stepping_batches - trainer.global_step) * \
-            trainer.accumulate_grad_batches
-        batch_size = self.window_images / len(self.pending)
-        eta = batches_left * batch_size / self.rate if self.rate else 0.0
-        rows = []
-        for (step, epoch, batch_idx, _, lr), value in zip(self.pending, losses):
-            self.session.emit(TrainingStep(step, epoch, batch_idx, value, lr, self.rate, eta))
-            rows.append({"epoch": epoch, "step": step, "train_loss": f"{value:.6g}",
-                         "lr": f"{lr:.6g}", "images_per_sec": f"{self.rate:.2f}",
-                         "time": f"{time.time():.1f}"})
-        self.metrics.write(rows)
-        self.pending.clear()
-        self.window_start, self.window_images = time.perf_counter(), 0
-        if self.session.accelerator == "gpu" and not self.warned_memory:
-            warning = memory_pressure_warning()  # one driver query per logged window
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # the epoch's validation runs first; RunCheckpoint stops after it
+        self.session.checkpoint.write_last(trainer)
+        trainer.should_stop = True
+        trainer.limit_val_batches = 0  # no validation pass on the way out: Stop takes seconds
+
+    def on_validation_start(self, trainer, pl_module):
+        self.window.clear()  # validation time is not training throughput
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self.session.placement.accelerator == "gpu" and not self.warned_memory:
+            warning = memory_pressure_warning()  # one driver query per epoch
             if warning:
                 self.warned_memory = True
                 self.session.emit(LogMessage(warning, "warning"))
 
-    def on_train_epoch_end(self, trainer, pl_module):
-        self.flush(trainer)
-
-    def on_validation_start(self, trainer, pl_module):
-        self.flush(trainer)  # before validation, so its time does not count against images/s
-
-    def on_validation_end(self, trainer, pl_module):
-        # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run before the
-        # module's, which is where the epoch's metrics are logged.
-        self.window_start = time.perf_counter()
-        if trainer.sanity_checking:
-            return
-        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
-        self.session.emit(ValidationResult(trainer.current_epoch, trainer.global_step, values))
-        row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
-               "time": f"{time.time():.1f}"}
-        row.update({k: f"{v:.6g}" for k, v in values.items()})
-        self.metrics.write([row])
-        # Lightning's save_last only writes when a top-k checkpoint was saved; a resumable run needs
-        # the latest state after every validation, so last.ckpt is written here.
-        last = self.session.checkpoint_dir / "last.ckpt"
-        trainer.save_checkpoint(str(last))
-        self.session.emit(CheckpointSaved(str(last), trainer.global_step))
-        self.session.update_run_info(best_dice=self.session.best_dice(trainer))
-
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         checkpoint["studio_config"] = self.session.config.to_dict()
-
-    def on_train_end(self, trainer, pl_module):
-        self.flush(trainer)
+        checkpoint["studio_run"] = {"data_dir": str(self.session.data_dir)}
 
 
 class TrainingSession:
     """One training run: ``run()`` blocks until it finishes, stops or fails; events go to
-    ``on_event`` from the calling thread."""
+    ``on_event`` from the calling thread. ``TrainingSession.resume(run_dir)`` continues a run."""
 
-    def __init__(self, config: StudioConfig, data_dir: str | Path, run_dir: str | Path,
-                 on_event: EventSink = ignore_events, resume: bool = False,
-                 cache_root: str | Path | None = None):
-        self.run_dir = Path(run_dir)
-        self.resume = resume
-        if resume:
-            config, data_dir = self._load_run(data_dir)
-        self.config = ensure_valid(config)
-        self.data_dir = Path(data_dir)
+    def __init__(self, config: StudioConfig, data_dir: str | Path | None, run_dir: str | Path,
+                 on_event: EventSink = ignore_events, cache_root: str | Path | None = None):
+        self.folder = RunFolder(run_dir)
+        self.resuming = False
+        self.resume_checkpoint: Path | None = None
+        self.config = config
+        self.data_dir = Path(data_dir) if data_dir is not None else None
         self.on_event = on_event
         self.cache_root = Path(cache_root) if cache_root else paths.cache_dir()
         self._stop = threading.Event()
-        self.accelerator, self.precision = resolve_device_and_precision(self.config)
-        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self._writing = False  # True once this session owns the folder: failures are recorded
+        self.total_steps = 0
+        self.checkpoint: RunCheckpoint | None = None
+        if not self.resuming:
+            self.config = ensure_valid(config)
+            if self.data_dir is None:
+                raise StudioError("a new run needs a dataset folder (--data DATA_DIR)")
+        self.placement = resolve_placement(self.config.train.device, self.config.train.precision)
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, on_event: EventSink = ignore_events,
+               data_dir: str | Path | None = None,
+               cache_root: str | Path | None = None) -> "TrainingSession":
+        """Continue the run in ``run_dir`` with its own settings, from ``checkpoints/last.ckpt`` (or
+        from the start when it was interrupted before its first checkpoint). ``data_dir`` overrides
+        the dataset the run recorded (it moved)."""
+        run = RunFolder(run_dir)
+        if not run.path.is_dir() or not run.is_run():
+            raise StudioError(f"'{run.path}' is not a run folder (no config.yaml or run.json); "
+                              "nothing to resume")
+        info = run.info()
+        if info.status == "finished":
+            raise StudioError(f"run '{run.path}' has finished; there is nothing to resume (start "
+                              "a new run, e.g. from its settings)")
+        config, checkpoint, recorded_data = _settings_to_resume(run)
+        session = cls.__new__(cls)
+        session.folder = run
+        session.resuming = True
+        session.resume_checkpoint = checkpoint
+        session.config = ensure_valid(config)
+        folder = data_dir or info.data_dir or recorded_data
+        if not folder:
+            raise StudioError(f"run '{run.path}' does not record its dataset (run.json is damaged); "
+                              "pass --data DATA_DIR")
+        session.data_dir = Path(folder)
+        session.on_event = on_event
+        session.cache_root = Path(cache_root) if cache_root else paths.cache_dir()
+        session._stop = threading.Event()
+        session._writing = False
+        session.total_steps = 0
+        session.checkpoint = None
+        session.placement = resolve_placement(session.config.train.device,
+                                              session.config.train.precision)
+        return session
 
     # -- public API -------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return self.folder.path
+
     @property
     def stop_requested(self) -> bool:
         return self._stop.is_set()
 
     def request_stop(self) -> None:
-        """Stop at the next batch and write a resumable ``checkpoints/last.ckpt``."""
+        """Stop after the current optimiser step (after the epoch's validation if it was the epoch's
+        last batch) and write a resumable ``checkpoints/last.ckpt``."""
         self._stop.set()
 
     def emit(self, event) -> None:
@@ -238,154 +264,171 @@ class TrainingSession:
     def run(self) -> TrainingFinished:
         """Train. Returns the ``TrainingFinished`` event; on failure emits ``TrainingFailed``
         and raises (``StudioError`` for problems the user can fix)."""
+        lock = self.folder.lock()
         try:
+            self.folder.prepare()
+            lock.acquire()
             return self._run()
         except CancelledError:
-            self.update_run_info(status="stopped")
+            self.folder.update_info(status="stopped")
             event = TrainingFinished("stopped", "stopped before training started")
+            self.emit(event)
+            return event
+        except AbortRequested:
+            event = self._aborted()
             self.emit(event)
             return event
         except BaseException as exc:
             message = _explain(exc, self.config)
-            self.update_run_info(status="failed", error=message)
+            if self._writing:
+                self.folder.update_info(status="failed", error=message)
             self.emit(TrainingFailed(message, traceback.format_exc()))
             if isinstance(exc, torch.OutOfMemoryError):
                 raise StudioError(message) from None
             raise
+        finally:
+            lock.release()
 
     # -- internals --------------------------------------------------------------------------
-    def _load_run(self, data_dir) -> tuple[StudioConfig, Path]:
-        config_path = self.run_dir / "config.yaml"
-        if not config_path.is_file() or not (self.run_dir / "checkpoints" / "last.ckpt").is_file():
-            raise StudioError(f"'{self.run_dir}' has no config.yaml and checkpoints/last.ckpt to "
-                              "resume from")
-        info = self.read_run_info(self.run_dir)
-        return load_config(config_path), Path(data_dir or info.get("data_dir", ""))
+    def _aborted(self) -> TrainingFinished:
+        if self.folder.has_last_checkpoint():
+            step = _checkpoint_step(self.folder.last_checkpoint)
+            self.folder.update_info(status="stopped", step=step)
+            kept = (f"aborted; kept {self.folder.last_checkpoint} (step {step}); resume to continue "
+                    "from there")
+            return TrainingFinished("aborted", kept, str(self.folder.last_checkpoint))
+        self.folder.update_info(status="aborted")
+        return TrainingFinished("aborted", "aborted before the first checkpoint; resume starts "
+                                "the run again from the beginning")
 
-    @staticmethod
-    def read_run_info(run_dir: Path) -> dict:
-        try:
-            return json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-
-    def update_run_info(self, **changes) -> None:
-        if not self.run_dir.is_dir():
+    def _prepare_folder(self) -> None:
+        self.folder.clean_partial_files()
+        if not self.resuming:
+            self.folder.create(self.config, self.data_dir)
+            self._writing = True
             return
-        info = self.read_run_info(self.run_dir)
-        info.update(changes, updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        tmp = self.run_dir / "run.json.tmp"
-        try:
-            tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
-            os.replace(tmp, self.run_dir / "run.json")
-        except OSError as exc:
-            log.warning("could not update run.json: %s", exc)
-
-    def best_dice(self, trainer) -> float | None:
-        for cb in trainer.callbacks:
-            if isinstance(cb, ModelCheckpoint) and cb.monitor == "val_dice" and \
-                    cb.best_model_score is not None:
-                return float(cb.best_model_score)
-        return None
-
-    def _prepare_run_dir(self) -> None:
-        if not self.resume and (self.checkpoint_dir / "last.ckpt").exists():
-            raise StudioError(f"run folder '{self.run_dir}' already holds a run; resume it "
-                              "(--resume) or choose a new folder")
-        try:
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            if not self.resume:
-                save_config(self.config, self.run_dir / "config.yaml")
-                self.update_run_info(
-                    data_dir=str(self.data_dir.resolve()), status="running",
-                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-            else:
-                self.update_run_info(status="running")
-        except OSError as exc:
-            raise StudioError(f"cannot write to run folder '{self.run_dir}': "
-                              f"{exc.strerror or exc}") from None
+        self._writing = True
+        logger = MetricsLogger(self.folder.metrics_path)
+        step = _checkpoint_step(self.resume_checkpoint) if self.resume_checkpoint else 0
+        dropped = logger.trim_to(step)
+        if dropped:
+            self.emit(LogMessage(f"metrics.csv: {dropped} rows after the checkpoint's step {step} "
+                                 "were removed; they are logged again"))
+        self.folder.update_info(status="running", error="")
+        best = self.folder.best_checkpoint()
+        if best is not None and best != self.folder.last_checkpoint and not self.folder.model_complete():
+            self.emit(LogMessage("model/ was incomplete; exported again from the best checkpoint",
+                                 "warning"))
+            export_model(self.folder, best, self.config)
 
     def _run(self) -> TrainingFinished:
         quiet_libraries()
-        self._prepare_run_dir()
-        self.emit(LogMessage(f"Scanning {self.data_dir}"))
-        index = scan_dataset(self.data_dir, self.emit, lambda: self.stop_requested)
-        if not index.has_labels:
-            raise StudioError(f"'{self.data_dir}' has no train.csv: training needs labelled data")
-        for problem in index.report.problems[:20]:
-            self.emit(LogMessage(f"{problem.where}: {problem.message}", problem.severity))
+        faults.point("startup")
+        self._prepare_folder()
+        index = self._scan()
         self.emit(LogMessage(f"Building the cache at {self.config.data.image_size} px"))
         cache = build_cache(index, self.config.data.image_size, self.cache_root, self.emit,
                             lambda: self.stop_requested)
         data = SliceDataModule(index, cache, self.config)
+        if not any(index.slices[r].rles and any(index.slices[r].rles.values())
+                   for r in data.train_set.rows):
+            self.emit(LogMessage("no slice of the training fold has a mask; the model can only "
+                                 "learn that organs are absent", "warning"))
+        placement = self.placement
         self.emit(LogMessage(f"{len(data.train_set)} training slices (cases {data.train_cases}), "
                              f"{len(data.val_set)} validation slices (cases {data.val_cases}); "
-                             f"{self.accelerator}, precision {self.precision}"))
+                             f"{placement.accelerator}, precision {placement.precision}"))
         pl.seed_everything(self.config.train.seed, workers=True, verbose=False)
-        if self.accelerator == "gpu":
+        if placement.accelerator == "gpu":
             torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
             # Windows drivers spill into system RAM instead of raising out-of-memory: say so now.
             warning = spill_warning(estimate_peak_memory(self.config))
             if warning:
                 self.emit(LogMessage(warning, "warning"))
         module = SegmentationModule(self.config.to_dict())
-        if self.config.train.channels_last and self.accelerator == "gpu":
+        if self.config.train.channels_last and placement.accelerator == "gpu":
             module = module.to(memory_format=torch.channels_last)
         if self.config.train.compile:
-            module.model = torch.compile(module.model)
-        best = ModelCheckpoint(dirpath=self.checkpoint_dir, filename="best-{epoch:02d}-{val_dice:.4f}",
-                               monitor="val_dice", mode="max", save_top_k=1,
-                               save_on_train_epoch_end=False, auto_insert_metric_name=False)
-        events = _EventCallback(self, MetricsCsv(self.run_dir / "metrics.csv"))
+            module.model.compile()  # in place: state-dict keys stay those of the plain model
+        self.checkpoint = RunCheckpoint(self)
         train = self.config.train
         trainer = pl.Trainer(
-            accelerator=self.accelerator, devices=1, precision=self.precision,
+            accelerator=placement.accelerator, devices=1, precision=placement.precision,
             max_epochs=train.epochs, max_steps=train.max_steps,
             accumulate_grad_batches=train.accumulate_grad_batches,
-            callbacks=[best, events], plugins=[AtomicCheckpointIO()], logger=_optional_logger(self.run_dir),
+            callbacks=[self.checkpoint, _RunEvents(self, data)],
+            plugins=[AtomicCheckpointIO()],
+            logger=[MetricsLogger(self.folder.metrics_path, self._on_row)],
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-            benchmark=self.accelerator == "gpu", default_root_dir=str(self.run_dir),
+            benchmark=placement.accelerator == "gpu", default_root_dir=str(self.folder.path),
             log_every_n_steps=train.log_every_n_steps)
-        last = self.checkpoint_dir / "last.ckpt"
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if self.resume else None)
+        trainer.fit(module, datamodule=data, weights_only=True,
+                    ckpt_path=str(self.resume_checkpoint) if self.resume_checkpoint else None)
 
-        stopped = self.stop_requested or trainer.interrupted
-        if not last.exists():  # stopped before the first batch ended, or no validation ran
-            trainer.save_checkpoint(str(last))
-            self.emit(CheckpointSaved(str(last), trainer.global_step))
-        best_dice = self.best_dice(trainer)
-        if best.best_model_path:
-            self._export_best(best.best_model_path)
+        stopped = self.stop_requested and trainer.global_step < self.total_steps
+        last = self.folder.last_checkpoint
+        if not last.exists():  # no validation ran (a run shorter than one epoch, max_steps)
+            self.checkpoint.write_last(trainer)
+        best = self.folder.best_checkpoint()
+        if best is not None:
+            export_model(self.folder, best, self.config)
+            self.emit(CheckpointSaved(str(self.folder.model_dir), -1, best=True))
         status = "stopped" if stopped else "finished"
         reason = (f"stopped at step {trainer.global_step}; resume to continue" if stopped else
                   f"finished {trainer.current_epoch} epochs, {trainer.global_step} steps")
-        self.update_run_info(status=status, best_dice=best_dice, step=trainer.global_step)
-        event = TrainingFinished(status, reason, str(last), best_dice)
+        info = self.folder.update_info(status=status, step=trainer.global_step)
+        event = TrainingFinished(status, reason, str(last), info.best_score, info.monitor)
         self.emit(event)
         return event
 
-    def _export_best(self, checkpoint_path: str) -> None:
-        """Save the best model in ``save_pretrained`` form (+ preprocessing) under ``model/``."""
-        module = SegmentationModule.load_from_checkpoint(checkpoint_path, map_location="cpu",
-                                                         load_pretrained=False)
-        folder = self.run_dir / "model"
-        module.model.save_pretrained(folder)
-        data = self.config.data
-        (folder / "studio.json").write_text(json.dumps({
-            "mode": self.config.model.mode, "variant": self.config.model.variant,
-            "image_size": data.image_size, "context": data.context, "organs": list(ORGANS),
-            "checkpoint": Path(checkpoint_path).name}, indent=2), encoding="utf-8")
-        self.emit(CheckpointSaved(str(folder), -1, best=True))
+    def _scan(self) -> DatasetIndex:
+        self.emit(LogMessage(f"Scanning {self.data_dir}"))
+        index = scan_dataset(self.data_dir, self.emit, lambda: self.stop_requested)
+        if not index.has_labels:
+            raise StudioError(f"'{self.data_dir}' has no train.csv: training needs labelled data")
+        for problem in index.report.problems[:20]:
+            self.emit(LogMessage(f"{problem.where}: {problem.message}", problem.severity))
+        if not any(r.rles and any(r.rles.values()) for r in index.slices):
+            raise StudioError(f"no slice in '{self.data_dir}' has a mask; nothing to learn "
+                              "(train.csv has only empty segmentations)")
+        return index
+
+    def _on_row(self, row: dict) -> None:
+        step, epoch = int(row["step"]), int(row["epoch"])
+        if "train_loss" in row:
+            rate = row.get("images_per_sec", 0.0)
+            per_step = self.config.train.batch_size * self.config.train.accumulate_grad_batches
+            eta = max(0, self.total_steps - step) * per_step / rate if rate else 0.0
+            self.emit(TrainingStep(step, epoch, 0, row["train_loss"], row.get("lr", 0.0), rate, eta))
+        values = {k: v for k, v in row.items() if k.startswith("val_")}
+        if values:
+            self.emit(ValidationResult(epoch, step, values))
 
 
-def _optional_logger(run_dir: Path):
-    """TensorBoard logs beside metrics.csv where tensorboard is installed; otherwise none."""
-    try:
-        from pytorch_lightning.loggers import TensorBoardLogger
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return TensorBoardLogger(str(run_dir), name="tensorboard", version="")
+def _settings_to_resume(run: RunFolder) -> tuple[StudioConfig, Path | None, str]:
+    """The settings a run continues with, its checkpoint (None: start again) and the dataset the
+    checkpoint recorded. The checkpoint's own copy of the settings is the trusted one: a damaged
+    ``config.yaml`` is restored from it; without a checkpoint ``config.yaml`` must be whole."""
+    if not run.has_last_checkpoint():
+        try:
+            return run.config(), None, ""
+        except ConfigError as exc:
+            raise StudioError(f"cannot resume '{run.path}': {exc}; the run has no checkpoint to "
+                              "take its settings from") from None
+    checkpoint = load_checkpoint(run.last_checkpoint)
+    config = from_dict(checkpoint_config(checkpoint, run.last_checkpoint))
+    recorded = (checkpoint.get("studio_run") or {}).get("data_dir", "")
+    on_disk = run.config_or_none()
+    if on_disk is None or on_disk.to_dict() != config.to_dict():
+        why = "damaged or incomplete" if on_disk is None else "changed since the run started"
+        log.warning("%s is %s; restored from %s (a resumed run keeps its settings)",
+                    run.config_path, why, run.last_checkpoint)
+        run.restore_config(config)
+    return config, run.last_checkpoint, recorded
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(load_checkpoint(path).get("global_step", 0))
 
 
 def _explain(exc: BaseException, config: StudioConfig) -> str:
@@ -399,3 +442,4 @@ def _explain(exc: BaseException, config: StudioConfig) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     return f"{type(exc).__name__}: {exc}"
+

@@ -10,31 +10,20 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime
 from pathlib import Path
 
 import torch
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
-from core import paths
 from core.config import StudioConfig
 from core.events import LogMessage
+from core.runs import new_run_dir
 from core.session import TrainingSession
 from gui.workers import EventThrottle, wait_for_thread
 
 log = logging.getLogger(__name__)
 
 IDLE, RUNNING, STOPPING = "idle", "running", "stopping"
-
-
-def new_run_dir(config: StudioConfig, root: Path | None = None) -> Path:
-    """A fresh folder name under the runs folder: ``20250101-120000_b0_160px``."""
-    root = root or paths.runs_dir()
-    stem = f"{datetime.now():%Y%m%d-%H%M%S}_{config.model.variant}_{config.data.image_size}px"
-    candidate, n = root / stem, 2
-    while candidate.exists():
-        candidate, n = root / f"{stem}_{n}", n + 1
-    return candidate
 
 
 def training_threads() -> int:
@@ -109,8 +98,7 @@ class TrainingRunner(QObject):
 
     def resume(self, run_dir: Path) -> None:
         """Continue a stopped run from its ``checkpoints/last.ckpt`` with its own settings."""
-        self._launch(TrainingSession(StudioConfig(), None, run_dir, on_event=self._throttle.push,
-                                     resume=True))
+        self._launch(TrainingSession.resume(run_dir, on_event=self._throttle.push))
 
     def stop(self) -> None:
         if self.state == RUNNING and self.session is not None:

@@ -57,6 +57,6 @@ def trained_run(demo_dataset, tmp_path_factory):
     events = []
     config = apply_overrides(StudioConfig(), [
         "data.image_size=96", "data.num_folds=3", "train.batch_size=8", "train.epochs=8",
-        "train.lr=1e-3", "train.log_every_n_steps=10"])
+        "train.lr=1e-3", "train.log_every_n_steps=2"])
     result = TrainingSession(config, demo_dataset, run_dir, on_event=events.append).run()
     return run_dir, events, result

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from core.cli import runner
+from main import main
 from tests.conftest import REPO
 
 
@@ -32,7 +32,7 @@ def test_demo_then_train_from_the_readme(tmp_path):
      "error: model.variant: 'b9' is not allowed"),
     (["train", "--data", ".", "--run-dir", "/tmp/x", "--set", "nonsense"],
      "error: --set 'nonsense': expected KEY=VALUE"),
-    (["train", "--run-dir", "/tmp/x", "--resume"], "error: '/tmp/x' has no config.yaml"),
+    (["train", "--run-dir", "/tmp/x", "--resume"], "error: '/tmp/x' is not a run folder"),
     (["frobnicate"], "error: argument COMMAND: invalid choice"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message):
@@ -50,9 +50,10 @@ def test_internal_error_exits_1_with_log_path(monkeypatch, capsys, small_demo):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(core.data.scan, "scan_dataset", broken)
-    code = runner.run_cli(["scan", str(small_demo)])
+    code = main(["scan", str(small_demo)])
     err = capsys.readouterr().err
     assert code == 1
     assert "internal error: RuntimeError: boom (details in " in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1  # the log has it
     log_path = err.split("details in ")[1].rstrip(")\n")
     assert "Traceback" in open(log_path, encoding="utf-8").read()

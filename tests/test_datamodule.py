@@ -1,15 +1,13 @@
 """Fold split by case, the cached dataset's batches, device augmentation, the Windows worker lock."""
 
-import sys
-
 import numpy as np
 import pytest
 import torch
 
 from core.config import StudioConfig, apply_overrides
-from core.data.augment import augment
+from core.data.augment import AugmentParams, augment
 from core.data.cache import build_cache
-from core.data.datamodule import SliceDataModule, effective_workers, split_by_case
+from core.data.datamodule import EpochShuffle, SliceDataModule, split_by_case
 from core.data.scan import scan_dataset
 from core.errors import ConfigError
 
@@ -59,13 +57,21 @@ def test_batches_are_uint8_2_5d_neighbours(small_demo, tmp_path):
                               cache.unpack_masks([row])[0])
 
 
-def test_windows_forces_zero_workers(monkeypatch, caplog):
-    monkeypatch.setattr(sys, "platform", "win32")
-    with caplog.at_level("INFO"):
-        assert effective_workers(4) == 0
-    assert "forced to 0 on Windows" in caplog.text
-    monkeypatch.setattr(sys, "platform", "linux")
-    assert effective_workers(4) == 4
+def test_batch_order_is_a_function_of_seed_and_epoch_and_resumes_mid_epoch():
+    sampler = EpochShuffle(20, seed=3)
+    sampler.set_epoch(4)
+    whole = list(sampler)
+    assert sorted(whole) == list(range(20))
+    again = EpochShuffle(20, seed=3)
+    again.set_epoch(4)
+    assert list(again) == whole  # nothing else (global RNG, earlier epochs) changes the order
+    again.set_epoch(5)
+    assert list(again) != whole
+    resumed = EpochShuffle(20, seed=3)
+    resumed.resume_at(4, 8)
+    resumed.set_epoch(4)
+    assert list(resumed) == whole[8:] and len(resumed) == 20  # the rest of the epoch, once
+    assert list(resumed) == whole
 
 
 def test_augmentation_moves_images_and_masks_together():
@@ -73,7 +79,7 @@ def test_augmentation_moves_images_and_masks_together():
     images = torch.zeros(16, 3, 32, 32)
     images[:, :, 4:12, 20:28] = 1.0  # a bright square…
     masks = (images[:, :1] > 0.5).float().repeat(1, 3, 1, 1)  # …and its mask
-    out_images, out_masks = augment(images, masks, dropout_holes=0)
+    out_images, out_masks = augment(images, masks, params=AugmentParams(dropout_holes=0))
     assert out_images.shape == images.shape and out_masks.shape == masks.shape
     assert set(out_masks.unique().tolist()) <= {0.0, 1.0}
     changed = (out_masks != masks).flatten(1).any(1)

@@ -110,7 +110,7 @@ BAD_SUBMISSIONS = {
     "unknown class": "error: submission.csv row {n}: unknown class 'liver'",
     "duplicate row": "error: submission.csv row {n}: second row for",
     "bad RLE": "error: submission.csv row {n}: bad RLE in 'predicted': odd number of values (3)",
-    "past the image": "error: submission.csv row {n}: 'predicted' runs past the image "
+    "past the image": "error: submission.csv row {n}: bad RLE in 'predicted': segmentation runs past the image "
                       "(run ends at pixel 969999 > ",
 }
 

@@ -99,7 +99,7 @@ def edit(rows, index, row):
     (edit(good_rows(), 1, ("case1_day0_slice_0001", "small_bowel", "3 x")),
      "submission.csv row 3: bad RLE in 'predicted': 'x' is not a whole number"),
     (edit(good_rows(), 7, ("case2_day3_slice_0001", "small_bowel", "16 4")),
-     "submission.csv row 9: 'predicted' runs past the image (run ends at pixel 19 > 3×6 = 18)"),
+     "submission.csv row 9: bad RLE in 'predicted': segmentation runs past the image (run ends at pixel 19 > 3×6 = 18)"),
     (edit(good_rows(), 2, ("case9_day0_slice_0001", "stomach", "")),
      "submission.csv row 4: id 'case9_day0_slice_0001' is not a slice of the dataset"),
     (edit(good_rows(), 2, ("case1_day0_slice_0001", "stomach")),
@@ -126,7 +126,7 @@ def test_missing_columns_and_empty_files(tmp_path):
     path.write_text("", encoding="utf-8")
     with pytest.raises(StudioError, match="submission.csv is empty"):
         read_submission(path, SHAPES)
-    with pytest.raises(StudioError, match="cannot read submission '.*nothing.csv'"):
+    with pytest.raises(StudioError, match="cannot read '.*nothing.csv'"):
         read_submission(tmp_path / "nothing.csv", SHAPES)
 
 

@@ -11,7 +11,8 @@ from core.data.scan import load_masks, scan_dataset
 from core.errors import StudioError
 from core.events import Progress
 from core.export import read_mask_png
-from core.predict import Predictor, best_checkpoint, load_model
+from core.predict import Predictor, load_model
+from core.runs import RunFolder
 from tests.conftest import REPO
 
 
@@ -25,16 +26,24 @@ def predictions(trained_run, demo_dataset):
     return index, list(predictor.predict_all(["case1_day10", non_square], events.append)), events
 
 
-def test_best_checkpoint_is_chosen(trained_run):
-    assert best_checkpoint(trained_run[0]).name.startswith("best-")
+def test_the_best_checkpoint_is_the_one_run_json_names(trained_run):
+    run = RunFolder(trained_run[0])
+    info = run.info()
+    assert info.monitor == "val_score" and info.best_checkpoint.startswith("best-")
+    assert run.best_checkpoint() == run.checkpoint_dir / info.best_checkpoint
+    assert load_model(run.path, "cpu").source == run.best_checkpoint()
+    # The best is the best: no validation of the run scored higher than the one recorded.
+    scores = [r["val_score"] for r in run.metric_rows() if "val_score" in r]
+    assert info.best_score == pytest.approx(max(scores), abs=1e-5)
 
 
 def test_masks_come_back_at_the_original_size_and_match(predictions):
     index, results, events = predictions
     for result in results:
         truth = np.stack([load_masks(r) for r in result.records])
-        assert result.masks.shape == truth.shape and result.masks.dtype == bool
-        dice = 2 * (result.masks & truth).sum() / (result.masks.sum() + truth.sum())
+        masks = result.stacked_masks()
+        assert masks.shape == truth.shape and masks.dtype == bool
+        dice = 2 * (masks & truth).sum() / (masks.sum() + truth.sum())
         assert dice > 0.6, (result.case_day, dice)
     assert events[-1] == Progress("predict", 72, 72, results[-1].case_day)
 
@@ -44,7 +53,7 @@ def test_non_square_slices_keep_their_orientation(predictions):
     result = next(r for r in results if r.records[0].width != r.records[0].height)
     height, width = result.records[0].shape
     assert (height, width) == (310, 360)
-    stomach_pred = result.masks[:, 2].sum(0)
+    stomach_pred = result.stacked_masks()[:, 2].sum(0)
     stomach_truth = np.stack([load_masks(r)[2] for r in result.records]).sum(0)
     ys, xs = np.nonzero(stomach_pred)
     ty, tx = np.nonzero(stomach_truth)
@@ -63,8 +72,8 @@ def test_flip_tta_gives_masks_as_good(trained_run, demo_dataset):
     def dice(m):
         return 2 * (m & truth).sum() / (m.sum() + truth.sum())
 
-    assert not np.array_equal(plain.probabilities, flipped.probabilities)
-    assert dice(flipped.masks) > dice(plain.masks) - 0.03
+    assert not np.array_equal(np.stack(plain.probabilities), np.stack(flipped.probabilities))
+    assert dice(flipped.stacked_masks()) > dice(plain.stacked_masks()) - 0.03
 
 
 def test_cancel_and_unknown_case_day(trained_run, demo_dataset):

@@ -51,6 +51,10 @@ def run(args) -> int:
 
     def rows():
         for result in predictor.predict_all(args.ids, progress):
+            if len(result.sizes) > 1:
+                sizes = ", ".join(f"{w}x{h}" for h, w in result.sizes)
+                print(f"warning: {result.case_day} has slices of {len(result.sizes)} sizes "
+                      f"({sizes}); each slice is predicted at its own size", file=sys.stderr)
             for record, masks in zip(result.records, result.masks):
                 if args.masks_dir:
                     write_mask_png(args.masks_dir, record.id, masks)

@@ -41,12 +41,15 @@ class ProgressPrinter:
             organs = ", ".join(f"{k[9:]} {v:.3f}" for k, v in m.items()
                                if k.startswith("val_dice_"))
             print(f"epoch {event.epoch} validation: loss {m.get('val_loss', float('nan')):.4f}, "
-                  f"dice {m.get('val_dice', float('nan')):.4f} ({organs})", flush=True)
+                  f"dice {m.get('val_dice', float('nan')):.4f} ({organs}), hausdorff "
+                  f"{m.get('val_hausdorff', float('nan')):.4f}, score "
+                  f"{m.get('val_score', float('nan')):.4f}", flush=True)
         elif isinstance(event, ev.TrainingStarted):
             print(f"training on {event.device} ({event.precision}): {event.epochs} epochs × "
                   f"{event.steps_per_epoch} steps, from step {event.start_step}", flush=True)
         elif isinstance(event, ev.TrainingFinished):
-            best = f", best dice {event.best_dice:.4f}" if event.best_dice is not None else ""
+            best = (f", best {event.monitor} {event.best_score:.4f}"
+                    if event.best_score is not None else "")
             print(f"{event.status}: {event.reason}{best}", flush=True)
         elif isinstance(event, ev.LogMessage) and event.level != "info":
             print(f"{event.level}: {event.message}", file=sys.stderr, flush=True)
@@ -62,25 +65,30 @@ def run(args) -> int:
 
     from core.config import StudioConfig, apply_overrides, load_config
     from core.errors import StudioError
-    from core.session import TrainingSession
+    from core.session import AbortRequested, TrainingSession
 
     if args.resume:
         if args.config or args.set:
             raise StudioError("--resume continues with the run's saved settings; drop --config "
                               "and --set (start a new run to change them)")
-        config = StudioConfig()
+        session = TrainingSession.resume(args.run_dir, on_event=ProgressPrinter(),
+                                         data_dir=args.data)
     else:
         if not args.data:
             raise StudioError("--data DATA_DIR is required for a new run")
         config = load_config(args.config) if args.config else StudioConfig()
         config = apply_overrides(config, args.set)
-    session = TrainingSession(config, args.data, args.run_dir, on_event=ProgressPrinter(),
-                              resume=args.resume)
+        session = TrainingSession(config, args.data, args.run_dir, on_event=ProgressPrinter())
+
+    def abort(_signum, _frame):  # the second Ctrl+C: end now, keep the last checkpoint
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise AbortRequested()
 
     def stop(_signum, _frame):  # Ctrl+C: stop cleanly with a resumable checkpoint
-        print("stopping at the next batch (Ctrl+C again to abort)…", file=sys.stderr, flush=True)
+        print("stopping after this step (Ctrl+C again to abort, keeping the last checkpoint)…",
+              file=sys.stderr, flush=True)
         session.request_stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, abort)
 
     previous = signal.signal(signal.SIGINT, stop)
     try:
@@ -88,4 +96,6 @@ def run(args) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     print(f"run folder: {session.run_dir}")
+    if result.status == "aborted":
+        return 130
     return 0 if result.status in ("finished", "stopped") else 1

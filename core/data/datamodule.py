@@ -4,24 +4,25 @@ Batches are fetched with one fancy-index into the memory-mapped cache (``__getit
 a batch on the training thread costs well under a millisecond per slice; augmentation and
 normalisation run on the device afterwards (see ``core.data.augment`` and the LightningModule's
 ``on_after_batch_transfer``).
+
+The training order is a pure function of ``train.seed`` and the epoch (``EpochShuffle``), and a
+resumed run continues an interrupted epoch at the batch where it stopped, so a run that was stopped
+and resumed sees exactly the batches of one that never stopped.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from core.config import StudioConfig
 from core.data.cache import SliceCache, neighbour_rows
 from core.data.scan import DatasetIndex
 from core.errors import ConfigError
 
-log = logging.getLogger(__name__)
 
 
 def split_by_case(cases: list[int], num_folds: int, fold: int, seed: int) -> tuple[set, set]:
@@ -36,6 +37,12 @@ def split_by_case(cases: list[int], num_folds: int, fold: int, seed: int) -> tup
     order = np.random.default_rng(seed).permutation(len(unique))
     val = {unique[i] for i in order[fold::num_folds]}
     return set(unique) - val, val
+
+
+def split_for(index: DatasetIndex, config: StudioConfig) -> tuple[set, set]:
+    """``(train_cases, val_cases)`` of ``config``'s fold on ``index`` (what training used)."""
+    return split_by_case([r.case for r in index.slices], config.data.num_folds, config.data.fold,
+                         config.data.split_seed)
 
 
 class CachedSlices(Dataset):
@@ -65,12 +72,36 @@ def _keep_batch(batch):
     return batch
 
 
-def effective_workers(requested: int) -> int:
-    if sys.platform == "win32" and requested:
-        log.info("num_workers forced to 0 on Windows: DataLoader worker processes deadlock there, "
-                 "and loading from the cache is fast on the training thread")
-        return 0
-    return requested
+class EpochShuffle(Sampler[int]):
+    """Shuffles ``n`` positions with a permutation drawn from ``(seed, epoch)`` alone (Lightning calls
+    ``set_epoch`` at each epoch's start), and can start an epoch ``skip`` positions in, once, for a run
+    resumed mid-epoch. ``len`` stays ``n``: the loop counts the skipped batches as done."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+        self.epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, positions to skip)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def resume_at(self, epoch: int, positions: int) -> None:
+        self._resume = (int(epoch), int(positions))
+
+    def order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def __iter__(self):
+        skip = 0
+        if self._resume is not None:
+            epoch, positions = self._resume
+            self._resume = None
+            if epoch == self.epoch:
+                skip = positions
+        return iter(self.order(self.epoch)[skip:].tolist())
+
+    def __len__(self) -> int:
+        return self.n
 
 
 class SliceDataModule(pl.LightningDataModule):
@@ -79,30 +110,42 @@ class SliceDataModule(pl.LightningDataModule):
     def __init__(self, index: DatasetIndex, cache: SliceCache, config: StudioConfig):
         super().__init__()
         self.index, self.cache, self.config = index, cache, config
-        neighbours = neighbour_rows(index, config.data.context)
+        neighbours = neighbour_rows(index, config.data.context, cache.valid)
         cases = np.array([r.case for r in index.slices])
-        train_cases, val_cases = split_by_case(cases.tolist(), config.data.num_folds,
-                                               config.data.fold, config.train.seed)
+        train_cases, val_cases = split_for(index, config)
         usable = cache.valid
         train_rows = np.flatnonzero(np.isin(cases, list(train_cases)) & usable)
         val_rows = np.flatnonzero(np.isin(cases, list(val_cases)) & usable)
         if not len(train_rows) or not len(val_rows):
             raise ConfigError("the fold split left no usable slices for training or validation; "
-                              "check data.num_folds and data.fold")
+                              "check data.num_folds and data.fold", key="data.fold")
         self.train_cases, self.val_cases = sorted(train_cases), sorted(val_cases)
         self.train_set = CachedSlices(cache, neighbours, train_rows)
         self.val_set = CachedSlices(cache, neighbours, val_rows)
-        self.workers = effective_workers(config.train.num_workers)
+        names = sorted({r.case_day for r in index.slices})
+        code = {name: i for i, name in enumerate(names)}
+        self.case_day_names = names
+        self.case_day_codes = np.array([code[r.case_day] for r in index.slices], np.int64)
+        """Row → number of its case-day in ``case_day_names`` (validation scores whole case-days)."""
+        self.sampler = EpochShuffle(len(train_rows), config.train.seed)
 
-    def _loader(self, dataset: CachedSlices, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.config.train.batch_size, shuffle=shuffle,
-                          drop_last=shuffle and len(dataset) > self.config.train.batch_size,
-                          num_workers=self.workers, collate_fn=_keep_batch,
-                          pin_memory=torch.cuda.is_available(),
-                          persistent_workers=self.workers > 0)
+    @property
+    def batch_size(self) -> int:
+        return self.config.train.batch_size
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=self.sampler,
+                          drop_last=len(self.train_set) > self.batch_size, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False,
+                          **self._loader_options())
+
+    def _loader_options(self) -> dict:
+        workers = self.config.train.num_workers  # 0 on Windows: a pinned setting (core.config)
+        return {"num_workers": workers, "collate_fn": _keep_batch,
+                "pin_memory": torch.cuda.is_available(), "persistent_workers": workers > 0}
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Start the training epoch ``epoch`` after its first ``batches`` batches (a resumed run)."""
+        self.sampler.resume_at(epoch, batches * self.batch_size)

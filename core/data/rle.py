@@ -14,6 +14,10 @@ class RLEError(ValueError):
     """An RLE string cannot be decoded onto the given shape; the message says why."""
 
 
+MAX_VALUE = 2**40
+"""No image has this many pixels; larger numbers are malformed (and would overflow int64 sums)."""
+
+
 def parse_rle(rle: str | None) -> tuple[np.ndarray, np.ndarray]:
     """Return 0-indexed ``starts`` and ``lengths`` (int64) of an RLE string, validated for form.
 
@@ -29,10 +33,15 @@ def parse_rle(rle: str | None) -> tuple[np.ndarray, np.ndarray]:
     if len(parts) % 2:
         raise RLEError(f"odd number of values ({len(parts)}): expected 'start length' pairs")
     try:
-        values = np.array([int(p) for p in parts], dtype=np.int64)
+        numbers = [int(p) for p in parts]
     except ValueError:
         bad = next(p for p in parts if not p.lstrip("-").isdigit())
-        raise RLEError(f"'{bad}' is not a whole number") from None
+        raise RLEError(f"'{bad[:40]}' is not a whole number") from None
+    too_large = next((n for n in numbers if n > MAX_VALUE), None)
+    if too_large is not None:
+        raise RLEError(f"{str(too_large)[:30]}{'…' if len(str(too_large)) > 30 else ''} is too "
+                       "large for a pixel position or run length")
+    values = np.array(numbers, dtype=np.int64)
     starts, lengths = values[0::2] - 1, values[1::2]
     if (starts < 0).any():
         raise RLEError(f"start {int(starts.min()) + 1} is below 1 (starts are 1-indexed)")
@@ -50,6 +59,22 @@ def parse_rle(rle: str | None) -> tuple[np.ndarray, np.ndarray]:
     return starts, lengths
 
 
+def overrun_problem(starts: np.ndarray, lengths: np.ndarray, shape: tuple[int, int]) -> str | None:
+    """Why runs go past an image of ``shape = (height, width)``, or None (the one wording of it)."""
+    height, width = shape
+    if starts.size and starts[-1] + lengths[-1] > height * width:
+        return (f"segmentation runs past the image (run ends at pixel "
+                f"{int(starts[-1] + lengths[-1])} > {width}×{height} = {height * width})")
+    return None
+
+
+def check_rle(rle: str | None, shape: tuple[int, int]) -> None:
+    """Raise ``RLEError`` when ``rle`` is malformed or does not fit ``shape``; decodes nothing."""
+    problem = overrun_problem(*parse_rle(rle), shape)
+    if problem:
+        raise RLEError(problem)
+
+
 def rle_decode(rle: str | None, shape: tuple[int, int]) -> np.ndarray:
     """Decode ``rle`` to a ``bool`` mask of ``shape = (height, width)``.
 
@@ -58,14 +83,11 @@ def rle_decode(rle: str | None, shape: tuple[int, int]) -> np.ndarray:
     height, width = shape
     size = height * width
     starts, lengths = parse_rle(rle)
+    problem = overrun_problem(starts, lengths, shape)
+    if problem:
+        raise RLEError(problem)
     mask = np.zeros(size, dtype=bool)
     if starts.size:
-        last_end = int(starts[-1] + lengths[-1])
-        if last_end > size:
-            raise RLEError(
-                f"segmentation runs past the image (run ends at pixel {last_end} > "
-                f"{height}×{width} = {size})"
-            )
         # Indices of the set pixels only (runs are disjoint and increasing): cost ∝ mask area.
         total = int(lengths.sum())
         offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)

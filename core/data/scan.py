@@ -13,7 +13,6 @@ slices are left out.
 
 from __future__ import annotations
 
-import csv
 import re
 import struct
 import zlib
@@ -26,7 +25,8 @@ import cv2
 import numpy as np
 
 from core.data import ORGANS
-from core.data.rle import RLEError, parse_rle, rle_decode
+from core.data.csvfile import csv_rows
+from core.data.rle import RLEError, overrun_problem, parse_rle, rle_decode
 from core.errors import CancelledError, DatasetError
 from core.events import Progress
 
@@ -35,6 +35,8 @@ CASE_DAY_DIR = re.compile(r"^case(\d+)_day(\d+)$", re.I)
 SLICE_ID = re.compile(r"^case(\d+)_day(\d+)_slice_(\d+)$")
 CSV_COLUMNS = ("id", "class", "segmentation")
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+MAX_SIDE = 4096
+"""Largest slice width or height accepted (pixels); a header claiming more is not decoded."""
 
 
 @dataclass
@@ -122,6 +124,11 @@ def read_png16(path: Path) -> np.ndarray:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise DatasetError(f"cannot read image '{path}': {exc.strerror or exc}") from None
+    if data.size >= 24 and data[:8].tobytes() == b"\x89PNG\r\n\x1a\n":
+        width, height = struct.unpack(">II", data[16:24].tobytes())
+        if max(width, height) > MAX_SIDE:
+            raise DatasetError(f"image '{path}' claims {width}×{height} pixels (at most {MAX_SIDE} "
+                               "a side); not decoded")
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise DatasetError(f"image '{path}' is not a readable PNG (truncated or corrupt?)")
@@ -158,54 +165,47 @@ def _png_header(path: Path) -> tuple[int, int, int]:
 
 def _read_csv(path: Path, problems: list[Problem]) -> dict[str, dict[str, str]]:
     """Rows of train.csv as ``{slice id: {organ: rle}}``; bad rows become problems."""
-    try:
-        fh = open(path, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise DatasetError(f"cannot read '{path}': {exc.strerror or exc}") from None
     rows: dict[str, dict[str, str]] = defaultdict(dict)
-    # The default 128 KiB field limit is below the RLE of a speckled 360×310 mask.
-    csv.field_size_limit(max(csv.field_size_limit(), 16 * 1024 * 1024))
-    with fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise DatasetError(f"'{path.name}' is empty; expected columns {', '.join(CSV_COLUMNS)}")
-        header = [h.strip() for h in header]
-        missing = [c for c in CSV_COLUMNS if c not in header]
-        if missing:
-            raise DatasetError(f"'{path.name}' is missing column(s) {', '.join(missing)}; expected "
-                               f"columns {', '.join(CSV_COLUMNS)} (found {', '.join(header)})")
-        col = {c: header.index(c) for c in CSV_COLUMNS}
-        for line_no, row in enumerate(reader, start=2):
-            where = f"{path.name} row {line_no}"
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) < len(header) - (1 if col["segmentation"] == len(header) - 1 else 0):
-                problems.append(Problem("error", where, f"expected {len(header)} columns, "
-                                        f"found {len(row)}"))
-                continue
-            sid = row[col["id"]].strip()
-            organ = row[col["class"]].strip()
-            rle = row[col["segmentation"]].strip() if col["segmentation"] < len(row) else ""
-            if not SLICE_ID.match(sid):
-                problems.append(Problem("error", where, f"id '{sid}' is not of the form "
-                                        "caseN_dayM_slice_XXXX"))
-                continue
-            if organ not in ORGANS:
-                problems.append(Problem("error", where, f"class '{organ}' is not one of "
-                                        f"{', '.join(ORGANS)}"))
-                continue
-            if organ in rows[sid]:
-                problems.append(Problem("warning", where, f"second row for {sid} / {organ}; "
-                                        "the first is used"))
-                continue
-            try:
-                parse_rle(rle)
-            except RLEError as exc:
-                problems.append(Problem("error", where, f"segmentation for {sid} / {organ}: {exc}"))
-                rows[sid]["__bad__"] = "1"
-                continue
-            rows[sid][organ] = "" if rle.lower() == "nan" else rle
+    lines = csv_rows(path)
+    header = next(lines, (1, None))[1]
+    if header is None:
+        raise DatasetError(f"'{path.name}' is empty; expected columns {', '.join(CSV_COLUMNS)}")
+    header = [h.strip() for h in header]
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        raise DatasetError(f"'{path.name}' is missing column(s) {', '.join(missing)}; expected "
+                           f"columns {', '.join(CSV_COLUMNS)} (found {', '.join(header)[:200]})")
+    col = {c: header.index(c) for c in CSV_COLUMNS}
+    for line_no, row in lines:
+        where = f"{path.name} row {line_no}"
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) < len(header) - (1 if col["segmentation"] == len(header) - 1 else 0):
+            problems.append(Problem("error", where, f"expected {len(header)} columns, "
+                                    f"found {len(row)}"))
+            continue
+        sid = row[col["id"]].strip()
+        organ = row[col["class"]].strip()
+        rle = row[col["segmentation"]].strip() if col["segmentation"] < len(row) else ""
+        if not SLICE_ID.match(sid):
+            problems.append(Problem("error", where, f"id '{sid[:80]}' is not of the form "
+                                    "caseN_dayM_slice_XXXX"))
+            continue
+        if organ not in ORGANS:
+            problems.append(Problem("error", where, f"class '{organ[:80]}' is not one of "
+                                    f"{', '.join(ORGANS)}"))
+            continue
+        if organ in rows[sid]:
+            problems.append(Problem("warning", where, f"second row for {sid} / {organ}; "
+                                    "the first is used"))
+            continue
+        try:
+            parse_rle(rle)
+        except RLEError as exc:
+            problems.append(Problem("error", where, f"segmentation for {sid} / {organ}: {exc}"))
+            rows[sid]["__bad__"] = "1"
+            continue
+        rows[sid][organ] = "" if rle.lower() == "nan" else rle
     return rows
 
 
@@ -224,6 +224,10 @@ def _find_images(root: Path, problems: list[Problem]) -> list[tuple[int, int, in
         case, day = int(day_match.group(1)), int(day_match.group(2))
         for png in sorted(scans.iterdir()):
             if png.suffix.lower() != ".png":
+                continue
+            if not png.is_file():  # a folder, a pipe or a device named like a slice: never opened
+                problems.append(Problem("warning", str(png.relative_to(root)), "not a regular "
+                                        "file; skipped"))
                 continue
             m = SLICE_FILE.match(png.name)
             if not m:
@@ -276,6 +280,10 @@ def scan_dataset(root: str | Path, progress: Callable[[Progress], None] | None =
             problems.append(Problem("error", where, f"image is {real_w}×{real_h} but the file name "
                                     f"says {width}×{height}; slice left out"))
             continue
+        if max(width, height) > MAX_SIDE:
+            problems.append(Problem("error", where, f"image is {width}×{height} pixels, larger than "
+                                    f"any MRI slice ({MAX_SIDE} px a side at most); slice left out"))
+            continue
         if depth == 8:
             problems.append(Problem("warning", where, "8-bit image (expected 16-bit); intensities "
                                     "are used as they are"))
@@ -305,6 +313,15 @@ def scan_dataset(root: str | Path, progress: Callable[[Progress], None] | None =
 
     for sid in sorted(set(labels) - seen_ids):
         problems.append(Problem("error", f"train.csv {sid}", "id has no image file; rows ignored"))
+    sizes: dict[str, set] = defaultdict(set)
+    for record in slices:
+        sizes[record.case_day].add((record.width, record.height))
+    for case_day, found_sizes in sizes.items():
+        if len(found_sizes) > 1:
+            listed = ", ".join(f"{w}×{h}" for w, h in sorted(found_sizes))
+            problems.append(Problem("warning", case_day, f"slices of {len(found_sizes)} sizes "
+                                    f"({listed}); each is predicted at its own size, and the "
+                                    "case-day is not scored as one volume"))
     if not slices:
         first = problems[0].message if problems else "no usable slices"
         raise DatasetError(f"no usable slices in '{root}' ({len(problems)} problems; first: {first})")
@@ -313,11 +330,9 @@ def scan_dataset(root: str | Path, progress: Callable[[Progress], None] | None =
 
 def _rle_overrun(rles: dict[str, str], width: int, height: int) -> str | None:
     for organ, rle in rles.items():
-        starts, lengths = parse_rle(rle)
-        if starts.size and starts[-1] + lengths[-1] > width * height:
-            return (f"{organ} segmentation runs past the image (run ends at pixel "
-                    f"{int(starts[-1] + lengths[-1])} > {width}×{height} = {width * height}); "
-                    "slice left out")
+        problem = overrun_problem(*parse_rle(rle), (height, width))
+        if problem:
+            return f"{organ} {problem}; slice left out"
     return None
 
 

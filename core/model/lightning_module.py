@@ -15,7 +15,8 @@ import pytorch_lightning as pl
 
 from core.config import StudioConfig, from_dict
 from core.data import ORGANS
-from core.data.augment import MEAN, STD, augment, augment_uint8, normalise
+from core.data.augment import MEAN, STD, augment_batch, normalise
+from core.metrics import ScoreAccumulator
 from core.model.factory import build_segformer
 
 
@@ -44,19 +45,53 @@ def predict_masks(logits: torch.Tensor, mode: str, threshold: float = 0.5) -> to
     return logits.sigmoid() > threshold
 
 
-def dice_sums(pred: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per organ: the sum of per-slice Dice and the number of slices counted, skipping slices where
-    prediction and truth are both empty. ``pred``, ``truth`` bool ``(B, C, H, W)``."""
-    pred, truth = pred.flatten(2), truth.flatten(2)
-    inter = (pred & truth).sum(-1).float()
-    total = pred.sum(-1).float() + truth.sum(-1).float()
-    counted = total > 0
-    dice = torch.where(counted, 2 * inter / total.clamp_min(1), torch.zeros_like(total))
-    return dice.sum(0), counted.sum(0).float()
+def batch_seed(seed: int, batch_index: int) -> int:
+    """The seed of every random draw in training batch number ``batch_index`` (counted over the
+    whole run): a pure function of the two, so a resumed run draws what an uninterrupted one would."""
+    return int(np.random.SeedSequence([seed, batch_index]).generate_state(1)[0])
+
+
+class _CaseDayScores:
+    """Collects validation predictions in row order and scores each case-day (``core.metrics``, the
+    same code as ``evaluate``) as soon as its last slice has been seen, so one case-day at a time is
+    held in memory."""
+
+    def __init__(self):
+        self.scores = ScoreAccumulator()
+        self._code: int | None = None
+        self._pred: list[np.ndarray] = []
+        self._truth: list[np.ndarray] = []
+
+    def add(self, codes: np.ndarray, pred: np.ndarray, truth: np.ndarray, names: list[str]) -> None:
+        for start, stop in _runs(codes):
+            if codes[start] != self._code:
+                self.flush(names)
+                self._code = int(codes[start])
+            self._pred.append(pred[start:stop])
+            self._truth.append(truth[start:stop])
+
+    def flush(self, names: list[str]) -> None:
+        if self._code is not None and self._pred:
+            self.scores.add_case_day(names[self._code], np.concatenate(self._pred),
+                                     np.concatenate(self._truth))
+        self._code, self._pred, self._truth = None, [], []
+
+
+def _runs(values: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the runs of equal values."""
+    edges = np.flatnonzero(np.diff(values)) + 1
+    bounds = np.concatenate(([0], edges, [len(values)]))
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
 
 class SegmentationModule(pl.LightningModule):
-    """SegFormer + loss + optimiser + validation Dice. ``config`` is ``StudioConfig.to_dict()``."""
+    """SegFormer + loss + optimiser + validation scores. ``config`` is ``StudioConfig.to_dict()``.
+
+    Logged (``self.log``, into the run's ``metrics.csv``): ``train_loss`` and ``lr`` every
+    ``log_every_n_steps`` steps; per validation ``val_loss``, ``val_dice`` (and per organ),
+    ``val_hausdorff`` and ``val_score`` — the competition score of the validation fold's case-days
+    at the training resolution, which chooses the checkpoint to keep (``train.monitor``).
+    """
 
     def __init__(self, config: dict, load_pretrained: bool = True):
         super().__init__()
@@ -69,10 +104,8 @@ class SegmentationModule(pl.LightningModule):
         self.mode = self.config.model.mode
         self.register_buffer("pixel_mean", torch.tensor(MEAN).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(STD).view(1, -1, 1, 1), persistent=False)
-        self._rng = np.random.default_rng(self.config.train.seed)
-        self.register_buffer("_dice_sum", torch.zeros(len(ORGANS)), persistent=False)
-        self.register_buffer("_dice_count", torch.zeros(len(ORGANS)), persistent=False)
         self.register_buffer("_val_loss", torch.zeros(2), persistent=False)
+        self._val_scores: _CaseDayScores | None = None
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C, H, W)`` at the input's size (SegFormer predicts at 1/4 resolution)."""
@@ -91,13 +124,16 @@ class SegmentationModule(pl.LightningModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, masks = batch["image"], batch["mask"]
-        if self.trainer is not None and self.trainer.training and self.config.data.augment:
-            if images.device.type == "cpu":  # OpenCV on uint8 is the fast path on a CPU
-                images, masks = (torch.from_numpy(a) for a in augment_uint8(
-                    images.numpy(), masks.numpy(), self._rng))
-            else:
-                images, masks = augment(images.float().div_(255.0), masks.float())
-        return {"pixel_values": self.pixel_values(images), "mask": masks.float()}
+        if self.trainer is not None and self.trainer.training:
+            # Every random draw of this step (augmentation here, dropout and drop-path in the
+            # model) comes from the run's seed and the batch's number in the run.
+            index = self.trainer.fit_loop.epoch_loop.batch_progress.total.ready
+            seed = batch_seed(self.config.train.seed, index)
+            torch.manual_seed(seed)
+            if self.config.data.augment:
+                images, masks = augment_batch(images, masks, seed)
+        return {"pixel_values": self.pixel_values(images), "mask": masks.float(),
+                "row": batch["row"]}
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
@@ -109,28 +145,34 @@ class SegmentationModule(pl.LightningModule):
                 + soft_dice_loss(logits.sigmoid(), masks))
 
     def training_step(self, batch, batch_idx):
-        return self.loss(self(batch["pixel_values"]), batch["mask"])
+        loss = self.loss(self(batch["pixel_values"]), batch["mask"])
+        self.log("train_loss", loss.detach(), on_step=True, on_epoch=False)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True,
+                 on_epoch=False)
+        return loss
 
     def on_validation_epoch_start(self):
-        self._dice_sum.zero_()
-        self._dice_count.zero_()
         self._val_loss.zero_()
+        self._val_scores = _CaseDayScores()
 
     def validation_step(self, batch, batch_idx):
         logits = self(batch["pixel_values"])
         masks = batch["mask"]
         self._val_loss += torch.stack([self.loss(logits, masks).detach() * len(masks),
                                        masks.new_tensor(len(masks))])
-        dice, counted = dice_sums(predict_masks(logits, self.mode), masks > 0.5)
-        self._dice_sum += dice
-        self._dice_count += counted
+        datamodule = self.trainer.datamodule
+        codes = datamodule.case_day_codes[batch["row"].cpu().numpy()]
+        self._val_scores.add(codes, predict_masks(logits, self.mode).cpu().numpy(),
+                             (masks > 0.5).cpu().numpy(), datamodule.case_day_names)
 
     def on_validation_epoch_end(self):
-        per_organ = self._dice_sum / self._dice_count.clamp_min(1)
-        overall = self._dice_sum.sum() / self._dice_count.sum().clamp_min(1)
+        self._val_scores.flush(self.trainer.datamodule.case_day_names)
+        result = self._val_scores.scores.result()
+        self._val_scores = None
         metrics = {"val_loss": self._val_loss[0] / self._val_loss[1].clamp_min(1),
-                   "val_dice": overall}
-        metrics.update({f"val_dice_{organ}": per_organ[i] for i, organ in enumerate(ORGANS)})
+                   "val_dice": result.dice, "val_hausdorff": result.hausdorff,
+                   "val_score": result.score}
+        metrics.update({f"val_dice_{organ}": result.dice_per_organ[organ] for organ in ORGANS})
         self.log_dict(metrics, on_epoch=True)
 
     def configure_optimizers(self):

@@ -20,11 +20,11 @@ from core.errors import StudioError
 from core.events import Progress
 from core.export import write_mask_png, write_submission
 from gui.review.panel import DisplayPanel
-from gui.review.results import CaseDayResult, ReviewSession, runs_with_models
+from core.review import CaseDayResult, ReviewSession, runs_with_models
+from core.runs import RunFolder, list_runs
 from gui.review.scores import ScoresPanel
 from gui.review.slice_view import KEYS, SliceView
 from gui.review.viewer_state import ViewerState
-from gui.run_history import RunSummary, list_runs
 from gui.state import StudioState
 from gui.widgets.error_dialog import show_error
 from gui.workers import BackgroundTask
@@ -43,14 +43,14 @@ class ReviewPage(QWidget):
         self.runs_root = runs_root
         self.session = session or ReviewSession()
         self.viewer = ViewerState()
-        self.runs: list[RunSummary] = []
+        self.runs: list[RunFolder] = []
         self.result: CaseDayResult | None = None
         self.task: BackgroundTask | None = None
         self._pending: tuple[Path, str] | None = None
 
         self.run_box = QComboBox()
         self.run_box.setMinimumContentsLength(24)
-        self.run_box.setToolTip("A run's best checkpoint (by validation Dice)")
+        self.run_box.setToolTip("A run's best checkpoint (by its validation score)")
         self.case_box = QComboBox()
         self.case_box.setMinimumContentsLength(16)
         self.refresh_button = QPushButton("Refresh runs")
@@ -144,8 +144,10 @@ class ReviewPage(QWidget):
         self.runs = runs_with_models(list_runs(root)) if root.is_dir() else []
         self.run_box.clear()
         for run in self.runs:
-            best = f" · best Dice {run.best_dice:.3f}" if run.best_dice is not None else ""
-            self.run_box.addItem(f"{run.name}{best}", str(run.folder))
+            info = run.info()
+            best = (f" · best {info.monitor.removeprefix('val_')} {info.best_score:.3f}"
+                    if info.best_score is not None else "")
+            self.run_box.addItem(f"{run.name}{best}", str(run.path))
         if current is not None:
             self.select(run_dir=current)
         self._update_buttons()

@@ -1,9 +1,11 @@
-"""Runs page: every run in the runs folder with its settings, best Dice, status and date; open one to
-redraw its charts from metrics.csv, resume a stopped one, or delete one (after confirmation)."""
+"""Runs page: every run in the runs folder with its settings, best score, status and date; open one to
+redraw its charts from metrics.csv, resume a stopped one, or delete one (after confirmation).
+
+Every fact about a run comes from ``core.runs.RunFolder``; this page only draws them."""
 
 from __future__ import annotations
 
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QUrl, Qt, Signal
@@ -13,12 +15,41 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
                                QWidget)
 
 from core import paths
-from gui.run_history import RunSummary, config_summary, list_runs, read_metrics
+from core.config import StudioConfig
+from core.errors import StudioError
+from core.runs import RunFolder, RunInfo, config_summary, list_runs
 from gui.training_runner import TrainingRunner
 from gui.widgets.charts import TrainingCharts
 from gui.widgets.error_dialog import show_error
 
-COLUMNS = ("Run", "Status", "Best Dice", "Settings", "Step", "Created")
+COLUMNS = ("Run", "Status", "Best score", "Settings", "Step", "Created")
+
+
+@dataclass
+class RunRow:
+    """What the table shows of one run, read once per refresh."""
+
+    folder: RunFolder
+    info: RunInfo
+    status: str
+    config: StudioConfig | None
+    resumable: bool
+
+    @classmethod
+    def read(cls, folder: RunFolder) -> "RunRow":
+        return cls(folder, folder.info(), folder.status(), folder.config_or_none(),
+                   folder.resumable())
+
+    @property
+    def path(self) -> Path:
+        return self.folder.path
+
+    @property
+    def best(self) -> str:
+        info = self.info
+        if info.best_score is None:
+            return "–"
+        return f"{info.best_score:.3f} ({info.monitor.removeprefix('val_')})"
 
 
 class RunsPage(QWidget):
@@ -27,8 +58,8 @@ class RunsPage(QWidget):
     def __init__(self, runner: TrainingRunner, parent: QWidget | None = None):
         super().__init__(parent)
         self.runner = runner
-        self.runs: list[RunSummary] = []
-        self.open_run: RunSummary | None = None
+        self.runs: list[RunRow] = []
+        self.open_run: RunRow | None = None
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -84,41 +115,36 @@ class RunsPage(QWidget):
         runner.ended.connect(self.refresh)
         self.refresh()
 
-    def selected(self) -> RunSummary | None:
+    def selected(self) -> RunRow | None:
         rows = self.table.selectionModel().selectedRows()
         return self.runs[rows[0].row()] if rows else None
 
-    def _is_live(self, run: RunSummary) -> bool:
+    def _is_live(self, run: RunRow) -> bool:
         return self.runner.is_active and self.runner.run_dir is not None and \
-            Path(self.runner.run_dir).resolve() == run.folder.resolve()
-
-    def _status(self, run: RunSummary) -> str:
-        if run.status == "running" and not self._is_live(run):
-            return "interrupted"  # the app was closed or killed mid-run; last.ckpt resumes it
-        return run.status
+            Path(self.runner.run_dir).resolve() == run.path.resolve()
 
     def refresh(self) -> None:
         selected = self.selected()
-        self.runs = list_runs()
+        self.runs = [RunRow.read(folder) for folder in list_runs()]
         self.table.setRowCount(len(self.runs))
         for row, run in enumerate(self.runs):
-            values = (run.name, self._status(run),
-                      f"{run.best_dice:.3f}" if run.best_dice is not None else "–",
-                      config_summary(run.config), "" if run.step is None else str(run.step),
-                      f"{run.created:%Y-%m-%d %H:%M}" if run.created else "–")
+            created = run.info.created_time
+            values = (run.folder.name, run.status, run.best, config_summary(run.config),
+                      "" if run.info.step is None else str(run.info.step),
+                      f"{created:%Y-%m-%d %H:%M}" if created else "–")
             for col, text in enumerate(values):
                 item = QTableWidgetItem(text)
-                item.setToolTip(run.error or str(run.folder))
+                item.setToolTip(run.info.error or run.info.damaged or str(run.path))
                 self.table.setItem(row, col, item)
         if selected is not None:
             for row, run in enumerate(self.runs):
-                if run.folder == selected.folder:
+                if run.path == selected.path:
                     self.table.selectRow(row)
         self._update_buttons()
 
     def select_run(self, folder: Path) -> None:
         for row, run in enumerate(self.runs):
-            if run.folder.resolve() == Path(folder).resolve():
+            if run.path.resolve() == Path(folder).resolve():
                 self.table.selectRow(row)
                 return
 
@@ -127,7 +153,7 @@ class RunsPage(QWidget):
         if run is None:
             return
         self.open_run = run
-        steps, validations = read_metrics(run.folder)
+        steps, validations = run.folder.metric_events()
         self.charts.clear_data()
         self.charts.add_steps(steps)
         self.charts.add_validations(validations)
@@ -135,39 +161,38 @@ class RunsPage(QWidget):
             self.charts.set_extent(steps[-1].step, max((v.epoch + 1 for v in validations),
                                                        default=1))
         self.charts.redraw()
-        lines = [f"<b>{run.name}</b> — {self._status(run)}"
-                 + (f", best Dice {run.best_dice:.3f}" if run.best_dice is not None else ""),
-                 config_summary(run.config), f"Data: {run.data_dir or '?'}",
+        lines = [f"<b>{run.folder.name}</b> — {run.status}"
+                 + (f", best {run.best}" if run.info.best_score is not None else ""),
+                 config_summary(run.config), f"Data: {run.info.data_dir or '?'}",
                  f"{len(steps)} logged steps, {len(validations)} validations"]
-        if run.error:
-            lines.append(f"<span style='color:#b22'>Error: {run.error}</span>")
+        if run.info.error:
+            lines.append(f"<span style='color:#b22'>Error: {run.info.error}</span>")
         self.details.setText("<br>".join(lines))
 
     def _resume_selected(self) -> None:
         run = self.selected()
         if run is not None and run.resumable:
-            self.resume_requested.emit(run.folder)
+            self.resume_requested.emit(run.path)
 
     def _show_folder(self) -> None:
         run = self.selected()
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(run.folder if run else paths.runs_dir())))
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(run.path if run else paths.runs_dir())))
 
     def delete_selected(self) -> None:
         run = self.selected()
         if run is None or self._is_live(run):
             return
         answer = QMessageBox.question(
-            self, "Delete run", f"Delete the run '{run.name}' with its checkpoints and model?\n\n"
-            f"{run.folder}\n\nThis cannot be undone.", QMessageBox.Yes | QMessageBox.No,
+            self, "Delete run", f"Delete the run '{run.folder.name}' with its checkpoints and "
+            f"model?\n\n{run.path}\n\nThis cannot be undone.", QMessageBox.Yes | QMessageBox.No,
             QMessageBox.No)
         if answer != QMessageBox.Yes:
             return
         try:
-            shutil.rmtree(run.folder)
-        except OSError as exc:
-            show_error(self, "Cannot delete the run", f"Could not delete '{run.folder}': "
-                       f"{exc.strerror or exc}")
-        if self.open_run is not None and self.open_run.folder == run.folder:
+            run.folder.delete()
+        except StudioError as exc:
+            show_error(self, "Cannot delete the run", str(exc))
+        if self.open_run is not None and self.open_run.path == run.path:
             self.open_run = None
             self.charts.clear_data()
             self.details.setText("Select a run and press Open to see its charts.")

@@ -16,10 +16,10 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPlainTextEdit, Q
 from core.config import StudioConfig
 from core.data import ORGANS
 from core.errors import StudioError
+from core.runs import RunFolder
 from core.events import (CheckpointSaved, LogMessage, Progress, TrainingFailed, TrainingFinished,
                          TrainingStarted, TrainingStep, ValidationResult)
 from gui.presets import PRESETS, load_preset
-from gui.run_history import read_metrics
 from gui.state import StudioState
 from gui.training_runner import IDLE, RUNNING, STOPPING, TrainingRunner
 from gui.widgets.banner import Banner
@@ -37,7 +37,8 @@ def describe_validation(result: ValidationResult) -> str:
     organs = ", ".join(f"{o.replace('_', ' ')} {m[f'val_dice_{o}']:.3f}" for o in ORGANS
                        if f"val_dice_{o}" in m)
     return (f"epoch {result.epoch + 1}: validation loss {m.get('val_loss', float('nan')):.4f}, "
-            f"Dice {m.get('val_dice', float('nan')):.3f} ({organs})")
+            f"Dice {m.get('val_dice', float('nan')):.3f} ({organs}), Hausdorff "
+            f"{m.get('val_hausdorff', float('nan')):.3f}, score {m.get('val_score', float('nan')):.3f}")
 
 
 class TrainPage(QWidget):
@@ -195,7 +196,7 @@ class TrainPage(QWidget):
             return
         self._begin(run_dir, f"Resuming {run_dir}")
         self.charts.clear_data()
-        steps, validations = read_metrics(run_dir)  # the run so far, then live points continue it
+        steps, validations = RunFolder(run_dir).metric_events()  # the run so far, then live points
         self.charts.add_steps(steps)
         self.charts.add_validations(validations)
         self.run_started.emit(run_dir)
@@ -249,9 +250,10 @@ class TrainPage(QWidget):
 
     def _show_finished(self, event: TrainingFinished) -> None:
         self.last_result = event
-        dice = f" Best Dice {event.best_dice:.3f}." if event.best_dice is not None else ""
+        best = (f" Best {event.monitor.removeprefix('val_')} {event.best_score:.3f}."
+                if event.best_score is not None else "")
         kind, title = ("warning", "Stopped") if event.status == "stopped" else ("success", "Done")
-        self.banner.show_message(kind, f"<b>{title}:</b> the run {event.reason}.{dice}")
+        self.banner.show_message(kind, f"<b>{title}:</b> the run {event.reason}.{best}")
         self.append_log(f"{event.status}: {event.reason}")
 
     def _on_state(self, state: str) -> None:
@@ -267,7 +269,7 @@ class TrainPage(QWidget):
     def _on_ended(self) -> None:
         result = self.last_result
         if isinstance(result, TrainingFinished) and result.status == "stopped" and \
-                (self.runner.run_dir / "checkpoints" / "last.ckpt").is_file():
+                RunFolder(self.runner.run_dir).has_last_checkpoint():
             self.resumable_run = self.runner.run_dir
         status = {TrainingFinished: lambda r: r.status.capitalize(),
                   TrainingFailed: lambda r: "Failed"}

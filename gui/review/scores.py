@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QListWidg
 from core.data import ORGANS
 from gui.review.overlay import organ_color
 from gui.review.panel import swatch
-from gui.review.results import CaseDayResult, slice_dice
+from core.review import CaseDayResult, slice_dice
 from gui.review.viewer_state import ViewerState
 
 COLUMNS = ("Organ", "Dice slice", "Dice case-day", "Hausdorff")

@@ -16,7 +16,7 @@ from PySide6.QtGui import QKeyEvent, QWheelEvent
 
 from core.data import ORGANS
 from gui.review.overlay import compose_overlay
-from gui.review.results import CaseDayResult
+from core.review import CaseDayResult
 from gui.review.viewer_state import ViewerState
 
 KEYS = ("←/→ or ↑/↓: previous/next slice · PgUp/PgDn: 10 slices · Home/End: first/last · "

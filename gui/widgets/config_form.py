@@ -9,23 +9,20 @@ in the groups Data, Model, Training and Hardware and keeps a ``StudioConfig`` in
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 from PySide6.QtCore import QObject, QSignalBlocker, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
                                QWidget)
 
-from core.config import SECTIONS, StudioConfig, fields_of, get_value, set_value, validate
+from core.config import (SECTIONS, StudioConfig, fields_of, get_value, pinned_value, set_value,
+                         validate)
+from core.devices import resolve_placement
 from core.errors import ConfigError
-from core.session import resolve_device_and_precision
 
 GROUPS = ("Data", "Model", "Training", "Hardware")
 HARDWARE_KEYS = ("train.device", "train.precision", "train.num_workers", "train.channels_last",
                  "train.compile")
-WINDOWS_WORKERS_REASON = (
-    "Fixed at 0 on Windows: DataLoader worker processes deadlock there (and trip over pickling). "
-    "Loading stays fast without them: slices are read from the preprocessed, memory-mapped cache.")
 
 
 def group_of(key: str) -> str:
@@ -238,11 +235,9 @@ def binding_for(key: str, field: dataclasses.Field) -> FieldBinding:
 def environment_problems(cfg: StudioConfig) -> dict[str, str]:
     """Settings this machine cannot run (a GPU chosen without CUDA), keyed by setting."""
     try:
-        resolve_device_and_precision(cfg)
+        resolve_placement(cfg.train.device, cfg.train.precision)
     except ConfigError as exc:
-        message = str(exc)
-        key = message.partition(":")[0]
-        return {key if key in HARDWARE_KEYS else "train.device": message}
+        return {exc.key if exc.key in HARDWARE_KEYS else "train.device": str(exc)}
     return {}
 
 
@@ -276,8 +271,10 @@ class ConfigForm(QWidget):
                 binding.edited.connect(self._on_edited)
                 forms[group_of(key)].addRow(*binding.row())
                 self.bindings[key] = binding
-        if sys.platform == "win32":
-            self.bindings["train.num_workers"].lock(0, WINDOWS_WORKERS_REASON)
+        for key, binding in self.bindings.items():
+            pin = pinned_value(key)  # e.g. workers on Windows: one rule, in core.config
+            if pin is not None:
+                binding.lock(*pin)
         self.set_config(self._config)
 
     def config(self) -> StudioConfig:

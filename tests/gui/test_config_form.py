@@ -47,7 +47,7 @@ def test_an_invalid_value_shows_its_message_and_disables_start(qtbot, window, sm
     lr = page.form.bindings["train.lr"]
     lr.editor.clear()
     qtbot.keyClicks(lr.editor, "fast")
-    assert "'fast' is not a float" in lr.message.text() and not page.start_button.isEnabled()
+    assert "'fast' is not a number" in lr.message.text() and not page.start_button.isEnabled()
     lr.editor.clear()
     qtbot.keyClicks(lr.editor, "2e-4")
     assert lr.message.isHidden() and page.form.config().train.lr == pytest.approx(2e-4)

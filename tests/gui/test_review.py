@@ -117,7 +117,7 @@ def test_viewer_state_clamps_cycles_and_reports():
 def synthetic_result(depth=5, spacing=(1.0, 2.0), with_truth=True):
     from core.data.scan import SliceRecord
     from core.metrics import score_case_day
-    from gui.review.results import CaseDayResult
+    from core.review import CaseDayResult
 
     records = [SliceRecord(f"case1_day2_slice_{i + 1:04d}", 1, 2, i + 1, Path(f"s{i}.png"), W, H,
                            spacing) for i in range(depth)]

@@ -1,14 +1,19 @@
-"""Predicted case-days for the Review page, computed once per session and kept.
+"""The Review page's model: a run's predictions of a dataset's case-days, with images, truth and
+scores, computed on demand and kept within a memory bound.
 
 Plain Python (no Qt). ``ReviewSession.compute`` runs on a worker thread: it loads the run's best model
-(once per run), predicts the case-day, reads its 16-bit images and, when the dataset has labels, its
-true masks and scores. Results are kept by (run, dataset, case-day), so switching back is instant.
+(kept for the ``MAX_MODELS`` runs used last), predicts the case-day, reads its 16-bit images and,
+when the dataset has labels, its true masks and scores. Results are kept by (run, dataset, case-day),
+least recently used first out once they hold more than ``max_bytes`` (default 1 GiB: about eight
+144-slice 360×310 case-days, each ~130 MB of images, predicted and true masks), so switching back
+to a recent case-day is instant and memory stays bounded however many are opened.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,7 +25,8 @@ from core.errors import CancelledError
 from core.events import Progress
 from core.export import WINDOW_PERCENTILES
 from core.metrics import CaseDayScore, score_case_day
-from core.predict import Predictor, load_model
+from core.predict import LoadedModel, Predictor, load_model
+from core.runs import RunFolder
 
 # Percentiles of a whole case-day from every 4th pixel of every 4th row: the same window to within a
 # grey level, 16× fewer values to sort.
@@ -42,6 +48,11 @@ class CaseDayResult:
     @property
     def depth(self) -> int:
         return len(self.records)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays, in bytes."""
+        return sum(a.nbytes for a in (self.images, self.prediction, self.truth) if a is not None)
 
     @property
     def spacing(self) -> tuple[float, float]:
@@ -87,24 +98,60 @@ def load_case_day(prediction_masks: np.ndarray, records: list[SliceRecord], case
     return CaseDayResult(case_day, records, images, prediction_masks, truth, score)
 
 
+MAX_MODELS = 2
+"""Loaded models kept (a B5 holds ~340 MB); the least recently used is released first."""
+DEFAULT_MAX_BYTES = 2**30
+"""Bytes of case-day results kept by default (1 GiB)."""
+
+
 class ReviewSession:
     """Models, predictors and results of this session. ``compute`` may run on a worker thread (one
     at a time); ``cached`` is cheap and safe from the GUI thread."""
 
-    def __init__(self, device: str = "auto"):
+    def __init__(self, device: str = "auto", max_bytes: int = DEFAULT_MAX_BYTES):
         self.device = device
-        self._models: dict[Path, object] = {}
+        self.max_bytes = max_bytes
+        self._models: OrderedDict[Path, LoadedModel] = OrderedDict()
         self._predictors: dict[Path, tuple[DatasetIndex, Predictor]] = {}
-        self._results: dict[tuple[Path, Path, str], CaseDayResult] = {}
+        self._results: OrderedDict[tuple[Path, Path, str], CaseDayResult] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
     def _key(run_dir: Path, index: DatasetIndex, case_day: str) -> tuple[Path, Path, str]:
         return Path(run_dir), Path(index.root), case_day
 
+    @property
+    def cached_bytes(self) -> int:
+        with self._lock:
+            return sum(r.nbytes for r in self._results.values())
+
     def cached(self, run_dir: Path, index: DatasetIndex, case_day: str) -> CaseDayResult | None:
         with self._lock:
-            return self._results.get(self._key(run_dir, index, case_day))
+            key = self._key(run_dir, index, case_day)
+            found = self._results.get(key)
+            if found is not None:
+                self._results.move_to_end(key)
+            return found
+
+    def forget_run(self, run_dir: Path) -> None:
+        """Drop what was computed with ``run_dir``'s model (it was retrained or deleted)."""
+        run_dir = Path(run_dir)
+        with self._lock:
+            for key in [k for k in self._results if k[0] == run_dir]:
+                del self._results[key]
+            self._models.pop(run_dir, None)
+            self._predictors.pop(run_dir, None)
+
+    def _model(self, run_dir: Path) -> LoadedModel:
+        if run_dir in self._models:
+            self._models.move_to_end(run_dir)
+            return self._models[run_dir]
+        model = load_model(run_dir, self.device)
+        self._models[run_dir] = model
+        while len(self._models) > MAX_MODELS:
+            old, _ = self._models.popitem(last=False)
+            self._predictors.pop(old, None)
+        return model
 
     def compute(self, run_dir: Path, index: DatasetIndex, case_day: str,
                 progress: Callable[[Progress], None] | None = None,
@@ -115,23 +162,27 @@ class ReviewSession:
         run_dir = Path(run_dir)
         if progress:
             progress(Progress("model", 0, 0, f"loading the model of {run_dir.name}"))
-        if run_dir not in self._models:
-            self._models[run_dir] = load_model(run_dir, self.device)
+        model = self._model(run_dir)
         # A predictor belongs to one dataset index (its cache rows): a new index, a new predictor.
         known = self._predictors.get(run_dir)
         if known is None or known[0] is not index:
-            known = self._predictors[run_dir] = (index, Predictor(self._models[run_dir], index))
+            known = self._predictors[run_dir] = (index, Predictor(model, index))
         predicted = known[1].predict_case_day(case_day, progress, cancel)
         if cancel is not None and cancel():
             raise CancelledError("review prediction cancelled")
         if progress:
             progress(Progress("read", 0, 0, f"reading {case_day}'s images"))
-        result = load_case_day(predicted.masks, predicted.records, case_day, index.has_labels)
+        result = load_case_day(predicted.stacked_masks(), predicted.records, case_day,
+                               index.has_labels)
         with self._lock:
             self._results[self._key(run_dir, index, case_day)] = result
+            total = sum(r.nbytes for r in self._results.values())
+            while total > self.max_bytes and len(self._results) > 1:
+                _, old = self._results.popitem(last=False)
+                total -= old.nbytes
         return result
 
 
-def runs_with_models(runs: list) -> list:
-    """The runs (``RunSummary``) that have a checkpoint to review."""
-    return [r for r in runs if any((r.folder / "checkpoints").glob("*.ckpt"))]
+def runs_with_models(runs: list[RunFolder]) -> list[RunFolder]:
+    """The runs that have a checkpoint to review."""
+    return [r for r in runs if r.has_checkpoint()]
