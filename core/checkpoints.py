@@ -7,8 +7,8 @@ weights_only=True)`` goes through ``AtomicCheckpointIO.load_checkpoint``). A fil
 checkpoint, is truncated, or needs anything else to unpickle becomes one ``StudioError``:
 ``FILE is not a SegFormer Studio checkpoint (…)``.
 
-Writes go to ``<name>.partial`` and are renamed over the target, so a full disk or a kill mid-write
-leaves the previous checkpoint intact.
+Writes go to ``<name>.partial``, are flushed to disk and renamed over the target, so a full disk, a
+kill or a power cut mid-write leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 import os
 import pickle
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -47,11 +48,19 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if not path.is_file():
         raise StudioError(f"checkpoint '{path}' does not exist")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on foreign pickle protocols: we refuse them
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else "it holds objects other than weights"
-        raise StudioError(f"'{path}' is not a SegFormer Studio checkpoint ({reason[:200]}); it was "
-                          "not loaded, and nothing in it was run") from None
+        text = str(exc)
+        if "Unsupported global" in text or "GLOBAL" in text:
+            name = text.split("GLOBAL", 1)[-1].split()[0] if "GLOBAL" in text else ""
+            raise StudioError(f"'{path}' is not a SegFormer Studio checkpoint (it holds objects "
+                              f"other than weights{', such as ' + name if name else ''}); it was "
+                              "not loaded, and nothing in it was run") from None
+        detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if text else ""
+        raise StudioError(f"'{path}' is not a SegFormer Studio checkpoint (damaged or truncated: "
+                          f"{detail[:160]})") from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, struct.error,
             KeyError, AttributeError, TypeError) as exc:
         raise StudioError(f"'{path}' is not a SegFormer Studio checkpoint (damaged or truncated: "
@@ -79,6 +88,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = path.with_name(path.name + ".partial")
         try:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+            with open(tmp, "rb+") as fh:  # on disk before the rename makes it the checkpoint
+                os.fsync(fh.fileno())
             faults.point("checkpoint-partial")
             os.replace(tmp, path)
         except OSError as exc:

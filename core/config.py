@@ -119,8 +119,9 @@ class TrainConfig:
         "val_loss (lowest).", choices=MONITORS)
     device: str = _setting("auto", "Device", "auto: the GPU when there is one, else the CPU.",
                            choices=("auto", "cpu", "gpu"))
-    channels_last: bool = _setting(False, "channels_last", "Use channels-last memory format on the "
-                                   "GPU (measure before turning on).")
+    channels_last: bool = _setting(False, "channels_last", "Channels-last memory format for weights "
+                                   "and inputs, in training and prediction (measure before turning "
+                                   "on: it helps convolutions on recent GPUs).")
     compile: bool = _setting(False, "torch.compile", "Compile the model (slow first steps; "
                              "measure before turning on).")
     checkpoint_minutes: float = _setting(
@@ -266,6 +267,15 @@ def cross_field_problems(cfg: StudioConfig) -> dict[str, str]:
     if cfg.data.fold >= cfg.data.num_folds:
         problems["data.fold"] = (f"data.fold: {cfg.data.fold} must be below data.num_folds "
                                  f"({cfg.data.num_folds}); folds are numbered from 0")
+    if cfg.train.compile:
+        from core.devices import compile_problem, resolve_device
+
+        try:
+            problem = compile_problem(resolve_device(cfg.train.device))
+        except ConfigError:
+            problem = None  # the device itself is the problem, reported with train.device
+        if problem:
+            problems["train.compile"] = problem
     if cfg.model.pretrained and not Path(cfg.model.pretrained).is_dir():
         problems["model.pretrained"] = (f"model.pretrained: folder '{cfg.model.pretrained}' does not "
                                         f"exist; pick a folder with config.json and the weights")

@@ -12,6 +12,9 @@ torch is imported inside the functions, so a form can import this module cheaply
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import sys
 from dataclasses import dataclass
 
 from core.errors import ConfigError
@@ -55,6 +58,12 @@ def resolve_precision(setting: str, accelerator: str, bf16_supported: bool) -> s
     return setting
 
 
+def gpu_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def resolve_device(setting: str, has_cuda: bool | None = None) -> str:
     """``train.device`` (``auto``, ``cpu``, ``gpu``) as an accelerator of this machine."""
     import torch
@@ -73,3 +82,23 @@ def resolve_placement(device: str, precision: str) -> Placement:
     accelerator = resolve_device(device)
     bf16 = accelerator == "gpu" and torch.cuda.is_bf16_supported()
     return Placement(accelerator, resolve_precision(precision, accelerator, bf16))
+
+
+def compile_problem(accelerator: str = "cpu") -> str | None:
+    """Why ``torch.compile`` cannot run here, or None. Its inductor backend turns the model into C++
+    on the CPU (it needs a C++ compiler) and into Triton kernels on a GPU."""
+    if accelerator == "gpu":
+        import importlib.util
+
+        if importlib.util.find_spec("triton") is None:
+            return ("train.compile: torch.compile on a GPU needs Triton, which this PyTorch "
+                    "build does not have; leave it off")
+        return None
+    names = ["cl"] if sys.platform == "win32" else [os.environ.get("CXX", ""), "g++", "c++",
+                                                      "clang++"]
+    if not any(shutil.which(name) for name in names if name):
+        compiler = "MSVC's cl.exe (Visual Studio Build Tools)" if sys.platform == "win32" else \
+            "g++ or clang++"
+        return (f"train.compile: torch.compile on the CPU needs a C++ compiler ({compiler}) and "
+                "none was found; leave it off")
+    return None

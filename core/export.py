@@ -25,7 +25,7 @@ import numpy as np
 
 from core.data import ORGANS
 from core.data.organ_bits import pack_organ_bits, unpack_organ_bits
-from core.data.csvfile import csv_rows
+from core.data.csvfile import column_positions, csv_rows
 from core.data.rle import RLEError, check_rle, rle_decode, rle_encode
 from core.errors import StudioError
 
@@ -112,7 +112,7 @@ def read_submission(path: str | Path, shapes: Mapping[str, tuple[int, int]],
     found: dict[str, dict[str, str]] = {}
     first_row: dict[tuple[str, str], int] = {}
     lines = csv_rows(path, StudioError)
-    column = _columns(name, next(lines, (1, None))[1])
+    column = column_positions(name, next(lines, (1, None))[1], SUBMISSION_COLUMNS, StudioError)
     for line_no, row in lines:
         if not any(cell.strip() for cell in row):
             continue
@@ -138,19 +138,6 @@ def read_submission(path: str | Path, shapes: Mapping[str, tuple[int, int]],
     _check_complete(name, found, required)
     rles = {sid: tuple(organs.get(o, "") for o in ORGANS) for sid, organs in found.items()}
     return Submission(path, rles, shapes)
-
-
-def _columns(name: str, header: list[str] | None) -> dict[str, int]:
-    """Position of each submission column in the header row."""
-    expected = ",".join(SUBMISSION_COLUMNS)
-    if header is None:
-        raise StudioError(f"{name} is empty; expected a header row {expected}")
-    header = [cell.strip() for cell in header]
-    missing = [c for c in SUBMISSION_COLUMNS if c not in header]
-    if missing:
-        raise StudioError(f"{name} row 1: missing column(s) {', '.join(missing)}; expected "
-                          f"{expected} (found {','.join(header)})")
-    return {c: header.index(c) for c in SUBMISSION_COLUMNS}
 
 
 def _check_complete(name: str, found: Mapping[str, Mapping[str, str]], required: list[str]):

@@ -76,7 +76,7 @@ def load_model(source: str | Path, device: str = "auto") -> LoadedModel:
         module = module_from_checkpoint(checkpoint)
         source = checkpoint
     placement = resolve_placement(device, module.config.train.precision)
-    module.eval().to(placement.device)  # the one device move
+    module.eval().to(placement.device).apply_memory_format()  # the one device move
     return LoadedModel(module, module.config, placement, source)
 
 
@@ -113,7 +113,8 @@ def _from_model_folder(folder: Path) -> tuple[SegmentationModule, Path]:
         meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
         config = from_dict({"data": {"image_size": meta["image_size"], "context": meta["context"]},
                             "model": {"mode": meta["mode"], "variant": meta["variant"]},
-                            "train": {"precision": meta.get("precision", "auto")}})
+                            "train": {"precision": meta.get("precision", "auto"),
+                                      "channels_last": meta.get("channels_last", False)}})
         module = SegmentationModule(config.to_dict(), load_pretrained=False)
         module.model = SegformerForSemanticSegmentation.from_pretrained(
             folder, local_files_only=True, trust_remote_code=False)
@@ -131,7 +132,15 @@ def export_model(run: RunFolder, checkpoint_path: Path, config: StudioConfig) ->
     return run.write_model(module.model, {
         "mode": config.model.mode, "variant": config.model.variant,
         "image_size": data.image_size, "context": data.context, "organs": list(ORGANS),
-        "precision": config.train.precision, "checkpoint": checkpoint_path.name})
+        "precision": config.train.precision, "channels_last": config.train.channels_last,
+        "checkpoint": checkpoint_path.name})
+
+
+def to_original_size(maps: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """``(B, C, S, S)`` logits or probabilities → ``(B, C, H, W)`` float32 at a slice's own size,
+    before thresholding. Bilinear with ``align_corners=False`` maps pixel centres to pixel centres,
+    the convention of every resize in the app (``core.data.cache``)."""
+    return F.interpolate(maps.float(), size=tuple(shape), mode="bilinear", align_corners=False)
 
 
 @dataclass
@@ -201,8 +210,7 @@ class Predictor:
                 images = torch.from_numpy(np.ascontiguousarray(
                     cache.images[self._neighbours[rows[chosen]]]))
                 x = module.pixel_values(images.to(device, non_blocking=True))
-                logits = F.interpolate(self._logits(module, x).float(), size=shape,
-                                       mode="bilinear", align_corners=False)
+                logits = to_original_size(self._logits(module, x), shape)
                 p = logits.softmax(1)[:, 1:] if module.mode == "multiclass" else logits.sigmoid()
                 for position, values in zip(chosen, p.cpu().numpy().astype(np.float16)):
                     probs[position] = values

@@ -30,7 +30,7 @@ import logging
 import os
 import shutil
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -238,7 +238,6 @@ class RunFolder:
     """One run's folder. Cheap to make: nothing is read until asked."""
 
     path: Path
-    _info_cache: RunInfo | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -301,9 +300,9 @@ class RunFolder:
 
     def prepare(self) -> None:
         """Check the folder can be made (a path past the OS limit, a file in the way)."""
-        if self.path.exists() and not self.path.is_dir():
-            raise StudioError(f"run folder '{self.path}' is a file; choose a folder")
         try:
+            if self.path.exists() and not self.path.is_dir():
+                raise StudioError(f"run folder '{self.path}' is a file; choose a folder")
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StudioError(f"cannot create run folder '{self.path}': "
@@ -454,8 +453,11 @@ class RunFolder:
 
     # summaries
     def resumable(self) -> bool:
-        return (self.status() in RESUMABLE_STATUSES and self.has_last_checkpoint()
-                and self.config_or_none() is not None)
+        """It can continue: from ``last.ckpt``, or from the start when it was interrupted before its
+        first checkpoint (its settings must then be whole)."""
+        if self.status() not in RESUMABLE_STATUSES:
+            return False
+        return self.has_last_checkpoint() or self.config_or_none() is not None
 
 
 def read_metric_rows(path: Path) -> list[dict[str, float]]:

@@ -323,8 +323,8 @@ class TrainingSession:
 
     def _run(self) -> TrainingFinished:
         quiet_libraries()
-        faults.point("startup")
         self._prepare_folder()
+        faults.point("startup")
         index = self._scan()
         self.emit(LogMessage(f"Building the cache at {self.config.data.image_size} px"))
         cache = build_cache(index, self.config.data.image_size, self.cache_root, self.emit,
@@ -346,8 +346,7 @@ class TrainingSession:
             if warning:
                 self.emit(LogMessage(warning, "warning"))
         module = SegmentationModule(self.config.to_dict())
-        if self.config.train.channels_last and placement.accelerator == "gpu":
-            module = module.to(memory_format=torch.channels_last)
+        module.apply_memory_format()
         if self.config.train.compile:
             module.model.compile()  # in place: state-dict keys stay those of the plain model
         self.checkpoint = RunCheckpoint(self)

@@ -114,3 +114,33 @@ def test_predict_cli_errors_are_one_line(tmp_path, small_demo):
     assert done.stderr.strip().splitlines() == [
         f"error: '{tmp_path}' has no checkpoints; train a model first (or pick the run's model/ "
         "folder)"]
+
+
+def test_a_case_day_with_slices_of_two_sizes_is_predicted_at_each_size(trained_run, demo_copy,
+                                                                       tmp_path, capsys):
+    import csv
+    import shutil
+
+    from main import main
+
+    index = scan_dataset(demo_copy)
+    groups = index.case_days()
+    square = next(c for c, rs in groups.items() if rs[0].width == rs[0].height)
+    other = next(r for r in index.slices if r.shape != groups[square][0].shape)
+    last = groups[square][-1]
+    number = last.slice_num + 1
+    moved = last.path.with_name(f"slice_{number:04d}_{other.width}_{other.height}_1.50_1.50.png")
+    shutil.copy(other.path, moved)
+    new_id = f"case{last.case}_day{last.day}_slice_{number:04d}"
+    with open(demo_copy / "train.csv", "a", newline="") as fh:
+        csv.writer(fh).writerows([new_id, organ, other.rles[organ]] for organ in other.rles)
+    masks_dir = tmp_path / "masks"
+    code = main(["predict", "--run", str(trained_run[0]), "--data", str(demo_copy), "--out",
+                 str(tmp_path / "s.csv"), "--masks-dir", str(masks_dir), "--ids", square])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"warning: {square} has slices of 2 sizes" in captured.err
+    assert read_mask_png(masks_dir / f"{new_id}.png").shape == (3, other.height, other.width)
+    assert read_mask_png(masks_dir / f"{last.id}.png").shape == (3, last.height, last.width)
+    assert any(p.where == square and "2 sizes" in p.message
+               for p in scan_dataset(demo_copy).report.problems)  # the scan report says so too

@@ -5,6 +5,7 @@ import csv
 import json
 import threading
 
+import numpy as np
 import pytest
 import torch
 
@@ -199,3 +200,61 @@ def test_a_finished_run_cannot_be_resumed_and_keeps_its_status(small_demo, tmp_p
     with pytest.raises(StudioError, match="has finished; there is nothing to resume"):
         TrainingSession.resume(run)
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+# -- every option of the form works ----------------------------------------------------------------
+def _predict_one(run_dir, data):
+    from core.data.scan import scan_dataset
+    from core.predict import Predictor, load_model
+
+    model = load_model(run_dir / "model", "cpu")
+    index = scan_dataset(data)
+    result = Predictor(model, index).predict_case_day(next(iter(index.case_days())))
+    return model, result
+
+
+def test_torch_compile_trains_exports_and_predicts(small_demo, tmp_path):
+    from core.devices import compile_problem
+
+    problem = compile_problem("cpu")
+    if problem:
+        pytest.skip(f"this machine cannot compile ({problem}); the form disables the option")
+    run = tmp_path / "compiled"
+    result = TrainingSession(_config("train.epochs=1", "train.batch_size=4", "train.compile=true"),
+                             small_demo, run).run()
+    assert result.status == "finished" and result.best_score is not None
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
+    assert state and not any("_orig_mod" in key for key in state)  # the plain model's keys
+    _, predicted = _predict_one(run, small_demo)
+    assert predicted.stacked_masks().shape[1] == 3
+
+
+def test_bf16_and_channels_last_on_the_cpu_through_fit_resume_export_and_predict(small_demo,
+                                                                                 tmp_path):
+    run = tmp_path / "bf16"
+    events, session = [], None
+
+    def on_event(event):
+        events.append(event)
+        if isinstance(event, TrainingStep) and event.step >= 3:
+            session.request_stop()
+
+    config = _config("train.epochs=2", "train.batch_size=4", "train.precision=bf16-mixed",
+                     "train.channels_last=true")
+    session = TrainingSession(config, small_demo, run, on_event=on_event)
+    assert session.run().status == "stopped"
+    started = next(e for e in events if isinstance(e, TrainingStarted))
+    assert (started.device, started.precision) == ("cpu", "bf16-mixed")
+    assert TrainingSession.resume(run).run().status == "finished"
+    model, predicted = _predict_one(run, small_demo)
+    assert model.placement.precision == "bf16-mixed"
+    convolution = next(p for p in model.module.parameters() if p.ndim == 4)
+    assert convolution.is_contiguous(memory_format=torch.channels_last)
+    probabilities = torch.from_numpy(np.stack(predicted.probabilities).astype("float32"))
+    assert torch.isfinite(probabilities).all() and 0 <= probabilities.min() <= probabilities.max() <= 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="16-mixed needs a CUDA GPU")
+def test_16_mixed_on_a_gpu(small_demo, tmp_path):
+    config = _config("train.epochs=1", "train.precision=16-mixed", "train.device=gpu")
+    assert TrainingSession(config, small_demo, tmp_path / "fp16").run().status == "finished"

@@ -85,10 +85,10 @@ def run(args) -> int:
         raise AbortRequested()
 
     def stop(_signum, _frame):  # Ctrl+C: stop cleanly with a resumable checkpoint
+        signal.signal(signal.SIGINT, abort)  # first: a second Ctrl+C may come at any moment
+        session.request_stop()
         print("stopping after this step (Ctrl+C again to abort, keeping the last checkpoint)…",
               file=sys.stderr, flush=True)
-        session.request_stop()
-        signal.signal(signal.SIGINT, abort)
 
     previous = signal.signal(signal.SIGINT, stop)
     try:

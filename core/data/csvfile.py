@@ -38,6 +38,9 @@ def csv_rows(path: Path, error=DatasetError) -> Iterator[tuple[int, list[str]]]:
         try:
             for row in reader:
                 row_number = reader.line_num
+                if any("\x00" in cell for cell in row):
+                    raise error(f"'{path.name}' row {row_number}: not valid CSV: it contains NUL "
+                                "bytes (a binary file?)")
                 yield row_number, row
         except UnicodeDecodeError:
             raise error(f"'{path.name}' row {row_number + 1}: not UTF-8 text (is it a CSV file? "
@@ -46,3 +49,18 @@ def csv_rows(path: Path, error=DatasetError) -> Iterator[tuple[int, list[str]]]:
             reason = "it contains NUL bytes (a binary file?)" if "NUL" in str(exc) else str(exc)
             raise error(f"'{path.name}' row {reader.line_num + 1}: not valid CSV: {reason}") \
                 from None
+
+
+def column_positions(name: str, header: list[str] | None, columns: tuple[str, ...],
+                     error=DatasetError) -> dict[str, int]:
+    """Where each of ``columns`` is in a CSV file's header row (``name`` is the file's name for the
+    message); ``error`` for an empty file or missing columns."""
+    expected = ",".join(columns)
+    if header is None:
+        raise error(f"{name} is empty; expected a header row {expected}")
+    header = [cell.strip() for cell in header]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise error(f"{name} row 1: missing column(s) {', '.join(missing)}; expected {expected} "
+                    f"(found {','.join(header)[:200]})")
+    return {c: header.index(c) for c in columns}

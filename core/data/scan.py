@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from core.data import ORGANS
-from core.data.csvfile import csv_rows
+from core.data.csvfile import column_positions, csv_rows
 from core.data.rle import RLEError, overrun_problem, parse_rle, rle_decode
 from core.errors import CancelledError, DatasetError
 from core.events import Progress
@@ -168,14 +168,7 @@ def _read_csv(path: Path, problems: list[Problem]) -> dict[str, dict[str, str]]:
     rows: dict[str, dict[str, str]] = defaultdict(dict)
     lines = csv_rows(path)
     header = next(lines, (1, None))[1]
-    if header is None:
-        raise DatasetError(f"'{path.name}' is empty; expected columns {', '.join(CSV_COLUMNS)}")
-    header = [h.strip() for h in header]
-    missing = [c for c in CSV_COLUMNS if c not in header]
-    if missing:
-        raise DatasetError(f"'{path.name}' is missing column(s) {', '.join(missing)}; expected "
-                           f"columns {', '.join(CSV_COLUMNS)} (found {', '.join(header)[:200]})")
-    col = {c: header.index(c) for c in CSV_COLUMNS}
+    col = column_positions(path.name, header, CSV_COLUMNS)
     for line_no, row in lines:
         where = f"{path.name} row {line_no}"
         if not row or all(not cell.strip() for cell in row):

@@ -118,9 +118,15 @@ class SegmentationModule(pl.LightningModule):
         if images.dtype == torch.uint8:
             images = images.float().div_(255.0)
         pixel_values = normalise(images, self.pixel_mean, self.pixel_std)
-        if self.config.train.channels_last and pixel_values.is_cuda:
+        if self.config.train.channels_last:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         return pixel_values
+
+    def apply_memory_format(self) -> "SegmentationModule":
+        """Weights in channels-last layout when ``train.channels_last`` is on (on any device)."""
+        if self.config.train.channels_last:
+            self.to(memory_format=torch.channels_last)
+        return self
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, masks = batch["image"], batch["mask"]

@@ -74,15 +74,17 @@ class TrainingCharts(pg.GraphicsLayoutWidget):
         super().__init__(parent)
         self.setMinimumHeight(320)
         self.loss_plot = _plot(self, "Loss", "step", 0, 0)
-        self.dice_plot = _plot(self, "Validation Dice", "epoch", 0, 1)
+        self.dice_plot = _plot(self, "Validation", "epoch", 0, 1)
         self.lr_plot = _plot(self, "Learning rate", "step", 1, 0)
         self.speed_plot = _plot(self, "Images per second", "step", 1, 1)
         self.dice_plot.setYRange(0, 1)
         raw, smooth, val, mean = (150, 170, 215), (40, 80, 190), (240, 130, 20), (30, 30, 30)
+        score, hausdorff = (204, 121, 167), (120, 120, 120)
         self.loss_plot.setTitle(_titled("Loss", [("train", raw), ("smoothed", smooth),
                                                  ("validation", val)]))
-        self.dice_plot.setTitle(_titled("Validation Dice", [
-            *((o.replace("_", " "), ORGAN_COLORS[o]) for o in ORGANS), ("mean", mean)]))
+        self.dice_plot.setTitle(_titled("Validation", [
+            *((o.replace("_", " "), ORGAN_COLORS[o]) for o in ORGANS), ("mean Dice", mean),
+            ("Hausdorff", hausdorff), ("score", score)]))
         self.train_loss = _Series(self.loss_plot.plot(pen=pg.mkPen(*raw, 140)))
         self.smooth_loss = _Series(self.loss_plot.plot(pen=pg.mkPen(*smooth, width=2)))
         self.val_loss = _Series(self.loss_plot.plot(pen=pg.mkPen(*val, width=2), symbol="o",
@@ -92,6 +94,11 @@ class TrainingCharts(pg.GraphicsLayoutWidget):
             symbolBrush=ORGAN_COLORS[organ])) for organ in ORGANS}
         self.mean_dice = _Series(self.dice_plot.plot(pen=pg.mkPen(*mean, width=2.5), symbol="s",
                                                      symbolSize=6, symbolBrush=mean))
+        self.hausdorff = _Series(self.dice_plot.plot(
+            pen=pg.mkPen(*hausdorff, width=1.5, style=Qt.DashLine), symbol="t", symbolSize=6,
+            symbolBrush=hausdorff))
+        self.score = _Series(self.dice_plot.plot(pen=pg.mkPen(*score, width=3), symbol="d",
+                                                 symbolSize=8, symbolBrush=score))
         self.lr = _Series(self.lr_plot.plot(pen=pg.mkPen(120, 80, 170, width=2)))
         self.speed = _Series(self.speed_plot.plot(pen=pg.mkPen(20, 140, 140, width=2)))
         self._ema = 0.0
@@ -102,7 +109,7 @@ class TrainingCharts(pg.GraphicsLayoutWidget):
     @property
     def series(self) -> list[_Series]:
         return [self.train_loss, self.smooth_loss, self.val_loss, *self.dice.values(),
-                self.mean_dice, self.lr, self.speed]
+                self.mean_dice, self.hausdorff, self.score, self.lr, self.speed]
 
     @property
     def step_plots(self) -> tuple[pg.PlotItem, ...]:
@@ -165,6 +172,10 @@ class TrainingCharts(pg.GraphicsLayoutWidget):
                     self.dice[organ].add(result.epoch + 1, m[f"val_dice_{organ}"])
             if "val_dice" in m:
                 self.mean_dice.add(result.epoch + 1, m["val_dice"])
+            if "val_hausdorff" in m:
+                self.hausdorff.add(result.epoch + 1, m["val_hausdorff"])
+            if "val_score" in m:
+                self.score.add(result.epoch + 1, m["val_score"])
         self._schedule_redraw()
 
 

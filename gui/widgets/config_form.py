@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
 
 from core.config import (SECTIONS, StudioConfig, fields_of, get_value, pinned_value, set_value,
                          validate)
-from core.devices import resolve_placement
+from core.devices import compile_problem, gpu_available, resolve_placement
 from core.errors import ConfigError
 
 GROUPS = ("Data", "Model", "Training", "Hardware")
@@ -275,6 +275,9 @@ class ConfigForm(QWidget):
             pin = pinned_value(key)  # e.g. workers on Windows: one rule, in core.config
             if pin is not None:
                 binding.lock(*pin)
+        no_compiler = compile_problem("cpu")
+        if no_compiler and not gpu_available():  # on a GPU machine the device decides
+            self.bindings["train.compile"].lock(False, no_compiler)
         self.set_config(self._config)
 
     def config(self) -> StudioConfig:

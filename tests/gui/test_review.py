@@ -165,6 +165,40 @@ def test_non_square_slice_is_upright_with_its_true_aspect(page):
     assert page.scores.summary.text().count("Dice") == 1 and page.display.errors_box.isEnabled()
 
 
+def test_the_overlay_draws_a_mask_pixel_on_the_screen_pixels_of_its_image_pixel(page, qtbot):
+    """Rendered, not computed: one bright image pixel and one mask pixel at the same (row, column)
+    light up the same screen pixels, at an off-centre position of a non-square slice."""
+    from core.data.scan import SliceRecord
+    from core.review import CaseDayResult
+
+    row, col = 37, 251
+    images = np.zeros((1, H, W), np.uint16)
+    images[0, row, col] = 1000
+    pred = np.zeros((1, 3, H, W), bool)
+    pred[0, 2, row, col] = True
+    record = SliceRecord("case1_day2_slice_0001", 1, 2, 1, Path("s.png"), W, H, (1.5, 1.5))
+    page.show_result(CaseDayResult("case1_day2", [record], images, pred, None, None))
+    view = page.slice_view
+    page.viewer.set_window(0, 1000)
+    view.view.setRange(xRange=(200 * 1.5, 300 * 1.5), yRange=(0, 80 * 1.5), padding=0)
+    qtbot.wait(50)
+
+    def lit(overlay: bool) -> np.ndarray:
+        view.overlay_item.setVisible(overlay)
+        view.image_item.setVisible(not overlay)
+        image = view.grab().toImage()
+        pixels = np.array([[image.pixelColor(x, y).getRgb()[:3] for x in range(image.width())]
+                           for y in range(image.height())], np.int32)
+        return np.argwhere(pixels.sum(-1) > 150)  # the background is #111
+
+    from_image, from_mask = lit(False), lit(True)
+    view.overlay_item.setVisible(True)
+    view.image_item.setVisible(True)
+    assert len(from_image) > 4 and len(from_mask) > 4  # zoomed in: each pixel covers many
+    assert np.abs(from_image.mean(0) - from_mask.mean(0)).max() < 0.5
+    assert (from_image.min(0) == from_mask.min(0)).all() and (from_image.max(0) == from_mask.max(0)).all()
+
+
 def test_keys_wheel_and_slider_move_through_slices(page, qtbot):
     from PySide6.QtCore import QPoint, QPointF, Qt
     from PySide6.QtGui import QWheelEvent

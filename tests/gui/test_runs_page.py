@@ -64,6 +64,7 @@ def test_runs_page_lists_opens_and_deletes(qtbot, monkeypatch, tmp_path):
     assert page.resume_button.isEnabled() and page.delete_button.isEnabled()
     page.open_button.click()
     assert len(page.charts.train_loss.x) == 6 and len(page.charts.mean_dice.x) == 2
+    assert page.charts.score.y == [0.5, 0.5] and page.charts.hausdorff.y == [0.3, 0.3]
     assert "stopped run" in page.details.text()
 
     requested = []
