@@ -1,10 +1,12 @@
-"""Where the predicted organs sit, before and after the pixel-centre fix of the cache (issue 12).
+"""Where the predicted organs sit, before and after the pixel-centre fixes (issue 12).
 
     python benchmarks/geometry.py [--size 128] [--epochs 8] [--seed 42]
 
-Trains B0 on the demo data twice with the same seed and settings: once with the cache's masks
-resized as before the fix (OpenCV ``INTER_NEAREST``, half a pixel off the image's grid), once as now
-(float with the image's filter, thresholded at 0.5). For each run it reports the best validation
+Trains B0 on the demo data three times with the same seed and settings: (1) as before the fixes —
+the cache's masks resized with OpenCV ``INTER_NEAREST`` (half a pixel off the image's grid) and the
+logits upsampled like an image (``align_corners=False``); (2) masks resized as float with the
+image's filter and thresholded at 0.5; (3) as now: also the logits upsampled on their own grid
+(``core.model.lightning_module.upsample_logits``). For each run it reports the best validation
 score during training (``val_score``, at the training size, against the cache's own masks), then
 predicts the validation case-days at their original size and scores them against ``train.csv``'s
 true masks with the ``evaluate`` code, and measures the mean centroid shift of the predicted organs
@@ -27,6 +29,13 @@ import cv2  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import header, markdown_table, scratch_home  # noqa: E402
+
+
+def image_resize_logits(logits, size):
+    """The logits' upsampling before the fix: as an image resize, half a pixel grid."""
+    import torch.nn.functional as F
+
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def old_resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
@@ -81,6 +90,7 @@ def main() -> int:
     args = parser.parse_args()
     from core.data import cache
     from core.data.demo import generate_demo_dataset
+    from core.model import lightning_module
     from core.quiet import quiet_libraries
 
     quiet_libraries()
@@ -92,17 +102,22 @@ def main() -> int:
                  "train.device=cpu", "train.log_every_n_steps=10"]
     with scratch_home() as home:
         data = generate_demo_dataset(home / "demo")
-        fixed_resize = cache.resize_masks
-        cache.resize_masks = old_resize_masks
+        fixed_masks, fixed_logits = cache.resize_masks, lightning_module.upsample_logits
+        rows = []
         try:
-            before = run(home, data, "before (INTER_NEAREST)", overrides)
+            cache.resize_masks = old_resize_masks
+            lightning_module.upsample_logits = image_resize_logits
+            rows.append(run(home, data, "1 before: nearest masks, image-resize logits",
+                            overrides))
+            cache.resize_masks = fixed_masks
+            rows.append(run(home, data, "2 float masks, image-resize logits", overrides))
         finally:
-            cache.resize_masks = fixed_resize
-        after = run(home, data, "after (float + 0.5)", overrides)
-    print(markdown_table(["masks", "best val_score (training size)", "score at original size",
+            cache.resize_masks, lightning_module.upsample_logits = fixed_masks, fixed_logits
+        rows.append(run(home, data, "3 now: float masks, logits on their grid", overrides))
+    print(markdown_table(["run", "best val_score (training size)", "score at original size",
                           "Dice", "Hausdorff", "shift rows px", "shift cols px", "masks measured",
-                          "CPU min"], [before, after]))
-    print(f"ratio={float(after[2]) / float(before[2]):.3f}")
+                          "CPU min"], rows))
+    print(f"ratio={float(rows[-1][2]) / float(rows[0][2]):.3f}")
     return 0
 
 

@@ -188,22 +188,20 @@ class TrainingSession:
 
     def __init__(self, config: StudioConfig, data_dir: str | Path | None, run_dir: str | Path,
                  on_event: EventSink = ignore_events, cache_root: str | Path | None = None):
-        self.folder = RunFolder(run_dir)
-        self.resuming = False
-        self.resume_checkpoint: Path | None = None
-        self.config = config
-        self.data_dir = Path(data_dir) if data_dir is not None else None
-        self.on_event = on_event
+        if data_dir is None:
+            raise StudioError("a new run needs a dataset folder (--data DATA_DIR)")
+        self._setup(RunFolder(run_dir), ensure_valid(config), Path(data_dir), on_event, cache_root)
+
+    def _setup(self, folder: RunFolder, config: StudioConfig, data_dir: Path, on_event: EventSink,
+               cache_root, resume_checkpoint: Path | None = None, resuming: bool = False) -> None:
+        self.folder, self.config, self.data_dir, self.on_event = folder, config, data_dir, on_event
+        self.resuming, self.resume_checkpoint = resuming, resume_checkpoint
         self.cache_root = Path(cache_root) if cache_root else paths.cache_dir()
         self._stop = threading.Event()
         self._writing = False  # True once this session owns the folder: failures are recorded
         self.total_steps = 0
         self.checkpoint: RunCheckpoint | None = None
-        if not self.resuming:
-            self.config = ensure_valid(config)
-            if self.data_dir is None:
-                raise StudioError("a new run needs a dataset folder (--data DATA_DIR)")
-        self.placement = resolve_placement(self.config.train.device, self.config.train.precision)
+        self.placement = resolve_placement(config.train.device, config.train.precision)
 
     @classmethod
     def resume(cls, run_dir: str | Path, on_event: EventSink = ignore_events,
@@ -221,24 +219,13 @@ class TrainingSession:
             raise StudioError(f"run '{run.path}' has finished; there is nothing to resume (start "
                               "a new run, e.g. from its settings)")
         config, checkpoint, recorded_data = _settings_to_resume(run)
-        session = cls.__new__(cls)
-        session.folder = run
-        session.resuming = True
-        session.resume_checkpoint = checkpoint
-        session.config = ensure_valid(config)
         folder = data_dir or info.data_dir or recorded_data
         if not folder:
             raise StudioError(f"run '{run.path}' does not record its dataset (run.json is damaged); "
                               "pass --data DATA_DIR")
-        session.data_dir = Path(folder)
-        session.on_event = on_event
-        session.cache_root = Path(cache_root) if cache_root else paths.cache_dir()
-        session._stop = threading.Event()
-        session._writing = False
-        session.total_steps = 0
-        session.checkpoint = None
-        session.placement = resolve_placement(session.config.train.device,
-                                              session.config.train.precision)
+        session = cls.__new__(cls)
+        session._setup(run, ensure_valid(config), Path(folder), on_event, cache_root, checkpoint,
+                       resuming=True)
         return session
 
     # -- public API -------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Building the package takes minutes and is done by ``python packaging/build.py`` 
 from __future__ import annotations
 
 import importlib.util
+import os
 import struct
 import sys
 from pathlib import Path
@@ -136,3 +137,43 @@ def test_lightning_hooks_collect_the_version_files(package):
     collected = {(Path(src).name, dest.replace("\\", "/")) for src, dest in namespace["datas"]}
     for name in ("version.info", "__about__.py", "__version__.py"):
         assert (name, package) in collected
+
+
+def test_pip_install_gives_a_working_segformer_studio_command(tmp_path):
+    """``pip install .`` as a user runs it (from a copy of the source: the build writes into the
+    folder it builds), the console command then run from elsewhere, without the checkout."""
+    import shutil
+    import subprocess
+
+    source = tmp_path / "source"
+    for name in ("core", "gui", "resources"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("main.py", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", str(source), "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path / "wheel")], check=True, capture_output=True)
+    wheel = next((tmp_path / "wheel").glob("segformer_studio-*.whl"))
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    command = site / "bin" / "segformer-studio"
+    env = {"PYTHONPATH": str(site), "PATH": os.environ["PATH"], "HOME": str(tmp_path),
+           "SEGFORMER_STUDIO_HOME": str(tmp_path / "home"), "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def run(*args):
+        done = subprocess.run([sys.executable, str(command), *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    run("demo", str(tmp_path / "data"), "--cases", "2", "--slices", "4")
+    assert "2 cases" in run("scan", str(tmp_path / "data"))
+    assert "peak" in run("estimate", "--set", "model.variant=b1").lower()  # memory_terms.json
+    where = subprocess.run([sys.executable, "-c", "from core.resources import resources_dir; "
+                            "import gui.resources as g; print(resources_dir()); "
+                            "print(g.theme_path().is_file(), (g.presets_dir() / "
+                            "'quick_cpu.yaml').is_file(), g.icon_path().is_file())"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    folder, found = where.stdout.splitlines()
+    assert Path(folder) == site / "segformer_studio_resources" and found == "True True True"

@@ -45,6 +45,26 @@ def predict_masks(logits: torch.Tensor, mode: str, threshold: float = 0.5) -> to
     return logits.sigmoid() > threshold
 
 
+LOGIT_STRIDE = 4
+"""SegFormer's logits come from the first stage's grid: a convolution with kernel 7, stride 4 and
+padding 3, whose output ``i`` is centred on input pixel ``4 i``."""
+
+
+def upsample_logits(logits: torch.Tensor, size) -> torch.Tensor:
+    """Logits on the 1/4 grid → the input's ``size``, on that grid's own geometry: logit ``i`` sits
+    on input pixel ``4 i`` (not at ``4 i + 1.5``, where an image resize with ``align_corners=False``
+    would put it), so the corners align on ``4 n − 3`` pixels and the last three rows and columns,
+    past the last logit, repeat it. Measured on the demo (benchmarks/geometry.py): the competition
+    score at the original size rose from 0.912 to 0.924 against the image-resize mapping."""
+    height, width = (int(v) for v in size)
+    n, m = logits.shape[-2:]
+    rows, cols = LOGIT_STRIDE * (n - 1) + 1, LOGIT_STRIDE * (m - 1) + 1
+    if rows > height or cols > width:  # an input not a multiple of 4: fall back to image resize
+        return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+    up = F.interpolate(logits, size=(rows, cols), mode="bilinear", align_corners=True)
+    return F.pad(up, (0, width - cols, 0, height - rows), mode="replicate")
+
+
 def batch_seed(seed: int, batch_index: int) -> int:
     """The seed of every random draw in training batch number ``batch_index`` (counted over the
     whole run): a pure function of the two, so a resumed run draws what an uninterrupted one would."""
@@ -109,9 +129,8 @@ class SegmentationModule(pl.LightningModule):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C, H, W)`` at the input's size (SegFormer predicts at 1/4 resolution)."""
-        logits = self.model(pixel_values=pixel_values).logits
-        return F.interpolate(logits, size=pixel_values.shape[-2:], mode="bilinear",
-                             align_corners=False)
+        return upsample_logits(self.model(pixel_values=pixel_values).logits,
+                               pixel_values.shape[-2:])
 
     def pixel_values(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 or [0, 1] float images ``(B, 3, S, S)`` on the model's device → model input."""

@@ -102,3 +102,34 @@ def test_a_failed_run_shows_a_dialog_and_the_window_stays_usable(qtbot, window, 
     assert page.start_button.isEnabled() and not page.resume_button.isEnabled()
     page.form.bindings["train.batch_size"].editor.setValue(4)  # still answers
     assert window.state.config.train.batch_size == 4
+
+
+def test_resuming_a_run_another_process_trains_shows_who_holds_it(qtbot, window, small_demo,
+                                                                  tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    import psutil
+
+    from core.runs import RunFolder
+
+    open_dataset(qtbot, window, small_demo)
+    run = RunFolder(tmp_path / "busy run")
+    run.create(tiny_config(), small_demo)
+    # Another live process holds the run (e.g. `main.py train --resume` in a terminal); it waits
+    # on its stdin, so it lives exactly as long as the test needs it.
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        (run.path / "run.lock").write_text(json.dumps({
+            "pid": other.pid, "host": socket.gethostname(), "started": "2026-12-01T10:00:00",
+            "create_time": psutil.Process(other.pid).create_time()}))
+        window.train_page.resume(run.path)
+        qtbot.waitUntil(lambda: _idle(window), timeout=60_000)
+    finally:
+        other.stdin.close()
+        other.wait()
+    boxes = [w for w in window.findChildren(QMessageBox) if w.objectName() == "errorDialog"]
+    assert boxes and f"is in use by process {other.pid}" in boxes[-1].text()
+    assert window.isVisible() and window.train_page.start_button.isEnabled()  # still usable
