@@ -32,7 +32,14 @@ def setup_logging(verbose: bool = False) -> Path:
     returns the file's path."""
     path = log_file()
     root = logging.getLogger()
-    if not any(getattr(h, "_studio", False) for h in root.handlers):
+    ours = [h for h in root.handlers if getattr(h, "_studio", False)]
+    files = [h for h in ours if isinstance(h, logging.FileHandler)]
+    if files and Path(files[0].baseFilename) != path.resolve():  # the data folder moved (--home)
+        for handler in ours:
+            root.removeHandler(handler)
+            handler.close()
+        ours = []
+    if not ours:
         handler = logging.FileHandler(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._studio = True

@@ -20,6 +20,14 @@ def studio_home(tmp_path_factory) -> Path:
     return home
 
 
+@pytest.fixture(autouse=True)
+def _keep_studio_home(studio_home):
+    """A test that runs ``main(["--home", ...])`` in this process moves the data folder: move it
+    back afterwards, so no test leaks its home into the next."""
+    yield
+    os.environ["SEGFORMER_STUDIO_HOME"] = str(studio_home)
+
+
 @pytest.fixture(scope="session")
 def demo_dataset(tmp_path_factory) -> Path:
     """The default demo dataset (6 cases, 8 case-days, 288 slices), read-only for tests."""
