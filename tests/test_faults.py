@@ -336,3 +336,26 @@ def test_a_pickled_pretrained_folder_is_refused_without_running_it(small_demo, t
     assert code == 2
     assert err.strip().startswith(f"error: model.pretrained: cannot load weights from '{folder}'")
     assert not marker.exists()
+
+
+def test_a_full_disk_while_writing_a_checkpoint_keeps_the_last_one(small_demo, tmp_path, capsys,
+                                                                   monkeypatch):
+    """"No space left" in the middle of a checkpoint write (the 3rd write: epoch 1's): one error
+    line, the previous last.ckpt intact and loadable, no partial file left, and the run resumes."""
+    from core import faults
+
+    home, run = tmp_path / "home", tmp_path / "full disk"
+    monkeypatch.setenv("SEGFORMER_STUDIO_FAULT", "enospc:checkpoint-partial#3")
+    faults._counts.clear()
+    code, _, err = in_process(capsys, "train", "--data", small_demo, "--run-dir", run, *TINY,
+                              home=home)
+    assert code == 2
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: could not write checkpoint") and "is intact" in line
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 6
+    assert not list(run.rglob("*.partial"))
+    assert RunFolder(run).info().status == "failed" and RunFolder(run).resumable()
+    monkeypatch.delenv("SEGFORMER_STUDIO_FAULT")
+    code, _, err = in_process(capsys, "train", "--run-dir", run, "--resume", home=home)
+    assert code == 0, err
+    assert RunFolder(run).info().status == "finished"
