@@ -28,6 +28,3 @@ class DatasetError(StudioError):
 class CancelledError(StudioError):
     """A long operation was cancelled by the user."""
 
-
-class RunInUseError(StudioError):
-    """Another process trains in the run folder (its lock is held)."""

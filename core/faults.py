@@ -3,7 +3,7 @@
 The engine calls ``point("name")`` at moments that matter for what survives a crash::
 
     startup             the run folder is made (config.yaml, run.json), nothing trained yet
-    step                after each optimiser step (``step#5``: after the 5th step of this process)
+    step                after each training batch (``step#5``: after the 5th batch of this process)
     checkpoint-partial  a checkpoint is fully written to ``*.partial``, not yet renamed into place
     validation-row      a validation's metrics row is written, ``last.ckpt`` not yet
     model-export        ``model/``'s weights are written to the temporary folder, studio.json not yet

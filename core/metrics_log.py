@@ -4,7 +4,8 @@ Fixed columns (``core.runs.METRIC_COLUMNS``); one row per ``log_metrics`` call â
 ``log_every_n_steps`` optimiser steps, a validation row per validation. ``step`` is the number of
 optimiser steps done when the row was logged (``trainer.global_step``; Lightning passes the 0-based
 index of the step, hence ``+ 1``). Rows are appended and flushed one at a time, across resumes: a
-resumed run first trims the file to the rows its checkpoint had seen (``trim_to``), so every step is
+resumed run first trims the file to the rows its checkpoint had seen (``RunFolder.trim_metrics``), so
+every step is
 in the file once. Only rank zero writes. Each row is also handed to ``on_row``, so the live charts
 show exactly what the file holds.
 """
@@ -20,7 +21,7 @@ from typing import Callable
 from pytorch_lightning.loggers.logger import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
-from core.runs import METRIC_COLUMNS, format_metric_cell, read_metric_rows, write_metric_rows
+from core.runs import METRIC_COLUMNS, format_metric_cell
 
 RowSink = Callable[[dict], None]
 
@@ -66,13 +67,3 @@ class MetricsLogger(Logger):
             writer.writerow({k: format_metric_cell(k, v) for k, v in row.items()})
             fh.flush()
             os.fsync(fh.fileno())
-
-    def trim_to(self, step: int) -> int:
-        """Keep the rows logged at or before optimiser step ``step`` (and drop junk lines); returns
-        how many rows were dropped. Called before a resumed run continues from that step."""
-        rows = read_metric_rows(self.path) if self.path.is_file() else []
-        kept = [r for r in rows if r["step"] <= step]
-        if self.path.is_file():
-            write_metric_rows(self.path, kept)
-        return len(rows) - len(kept)
-

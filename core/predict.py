@@ -61,8 +61,9 @@ def load_model(source: str | Path, device: str = "auto") -> LoadedModel:
     if not source.exists():
         raise StudioError(f"'{source}' does not exist; give a run folder, a .ckpt file or a run's "
                           "model/ folder")
-    if source.is_dir() and (source / MODEL_META).is_file() or \
-            source.is_dir() and source.name == MODEL_DIR and RunFolder(source.parent).is_run():
+    is_model_folder = (source / MODEL_META).is_file() or (
+        source.name == MODEL_DIR and RunFolder(source.parent).is_run())
+    if source.is_dir() and is_model_folder:
         module, source = _from_model_folder(source)
     else:
         if source.is_dir():

@@ -120,11 +120,6 @@ class ReviewSession:
     def _key(run_dir: Path, index: DatasetIndex, case_day: str) -> tuple[Path, Path, str]:
         return Path(run_dir), Path(index.root), case_day
 
-    @property
-    def cached_bytes(self) -> int:
-        with self._lock:
-            return sum(r.nbytes for r in self._results.values())
-
     def cached(self, run_dir: Path, index: DatasetIndex, case_day: str) -> CaseDayResult | None:
         with self._lock:
             key = self._key(run_dir, index, case_day)
@@ -132,15 +127,6 @@ class ReviewSession:
             if found is not None:
                 self._results.move_to_end(key)
             return found
-
-    def forget_run(self, run_dir: Path) -> None:
-        """Drop what was computed with ``run_dir``'s model (it was retrained or deleted)."""
-        run_dir = Path(run_dir)
-        with self._lock:
-            for key in [k for k in self._results if k[0] == run_dir]:
-                del self._results[key]
-            self._models.pop(run_dir, None)
-            self._predictors.pop(run_dir, None)
 
     def _model(self, run_dir: Path) -> LoadedModel:
         if run_dir in self._models:

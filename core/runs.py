@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core import paths
+from core import faults, paths
 from core.atomic import atomic_write_text
 from core.config import StudioConfig, load_config, save_config
 from core.data import ORGANS
@@ -194,11 +194,13 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self.holder()
-                if holder is not None and holder.pid == me.pid and holder.host == socket.gethostname():
+                if holder is None:
+                    continue  # released in the meantime
+                if holder.pid == me.pid and holder.host == socket.gethostname():
                     raise StudioError(f"run folder '{self.path.parent}' is already in use by this "
                                       "program (another run in the same folder)") from None
-                alive = None if holder is None else (False if holder.pid == -1 else holder.is_alive())
-                if alive is None and holder is not None:
+                alive = holder.pid != -1 and holder.is_alive()  # -1: a damaged lock file
+                if alive is None:
                     raise StudioError(
                         f"run folder '{self.path.parent}' is in use by process {holder.pid} on "
                         f"{holder.host} (since {holder.started}); if that process is gone, delete "
@@ -207,7 +209,7 @@ class RunLock:
                     raise StudioError(f"run folder '{self.path.parent}' is in use by process "
                                       f"{holder.pid} (since {holder.started}); wait for it to end "
                                       "or stop it, or choose another folder") from None
-                who = "a damaged lock file" if holder is None or holder.pid == -1 else \
+                who = "a damaged lock file" if holder.pid == -1 else \
                     f"process {holder.pid}, which is no longer running"
                 log.warning("Taking over the run folder %s from %s", self.path.parent, who)
                 self.path.unlink(missing_ok=True)
@@ -340,9 +342,10 @@ class RunFolder:
             log.warning("could not update %s: %s", self.info_path, os_error_message(exc))
         return info
 
-    def status(self) -> str:
-        """The status, with ``running`` read as ``interrupted`` when no live process holds the lock."""
-        status = self.info().status
+    def status(self, info: RunInfo | None = None) -> str:
+        """The status, with ``running`` read as ``interrupted`` when no live process holds the lock
+        (``info``: what ``info()`` already returned, to spare a second read)."""
+        status = (info or self.info()).status
         if status == "running" and self.lock().live_holder() is None:
             return "interrupted"
         return status
@@ -390,8 +393,6 @@ class RunFolder:
     def write_model(self, model, meta: dict) -> Path:
         """Export ``model`` (``save_pretrained``) and ``meta`` (``studio.json``) to ``model/``: written
         into a temporary folder, then swapped in, so ``model/`` is always a whole model or absent."""
-        from core import faults
-
         partial = self.path / f".{MODEL_DIR}.partial-{os.getpid()}"
         old = self.path / f".{MODEL_DIR}.old-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
@@ -428,6 +429,16 @@ class RunFolder:
         """Rows of ``metrics.csv`` as numbers (empty cells left out); junk lines are skipped."""
         return read_metric_rows(self.metrics_path)
 
+    def trim_metrics(self, step: int) -> int:
+        """Keep the rows logged at or before optimiser step ``step`` (and drop junk lines); returns
+        how many rows were dropped. Called before a resumed run continues from that step."""
+        if not self.metrics_path.is_file():
+            return 0
+        rows = self.metric_rows()
+        kept = [r for r in rows if r["step"] <= step]
+        write_metric_rows(self.metrics_path, kept)
+        return len(rows) - len(kept)
+
     def metric_events(self) -> tuple[list[TrainingStep], list[ValidationResult]]:
         """The logged training steps and validations as the events a live run emits."""
         steps, validations = [], []
@@ -452,12 +463,13 @@ class RunFolder:
             raise StudioError(f"could not delete '{self.path}': {os_error_message(exc)}") from None
 
     # summaries
-    def resumable(self) -> bool:
+    def resumable(self, status: str | None = None, config: StudioConfig | None = None) -> bool:
         """It can continue: from ``last.ckpt``, or from the start when it was interrupted before its
-        first checkpoint (its settings must then be whole)."""
-        if self.status() not in RESUMABLE_STATUSES:
+        first checkpoint (its settings must then be whole). ``status`` and ``config``: what
+        ``status()`` and ``config_or_none()`` already returned."""
+        if (status or self.status()) not in RESUMABLE_STATUSES:
             return False
-        return self.has_last_checkpoint() or self.config_or_none() is not None
+        return self.has_last_checkpoint() or (config or self.config_or_none()) is not None
 
 
 def read_metric_rows(path: Path) -> list[dict[str, float]]:

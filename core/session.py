@@ -86,6 +86,7 @@ class RunCheckpoint(ModelCheckpoint):
         path = self.session.folder.last_checkpoint
         trainer.save_checkpoint(str(path), weights_only=False)
         self.last_saved = time.monotonic()
+        self.session.folder.update_info(step=trainer.global_step)  # the step last.ckpt holds
         self.session.emit(CheckpointSaved(str(path), trainer.global_step))
 
     def on_validation_end(self, trainer, pl_module):
@@ -96,8 +97,7 @@ class RunCheckpoint(ModelCheckpoint):
         self.write_last(trainer)
         score = None if self.best_model_score is None else float(self.best_model_score)
         self.session.folder.record_best(self.best_model_path or None, score, self.monitor,
-                                     self._best_step())
-        self.session.folder.update_info(step=trainer.global_step)
+                                        self._best_step())
         if self.session.stop_requested:  # a Stop that came during or just before validation
             trainer.should_stop = True
 
@@ -196,6 +196,7 @@ class TrainingSession:
                cache_root, resume_checkpoint: Path | None = None, resuming: bool = False) -> None:
         self.folder, self.config, self.data_dir, self.on_event = folder, config, data_dir, on_event
         self.resuming, self.resume_checkpoint = resuming, resume_checkpoint
+        self.resume_step = 0
         self.cache_root = Path(cache_root) if cache_root else paths.cache_dir()
         self._stop = threading.Event()
         self._writing = False  # True once this session owns the folder: failures are recorded
@@ -218,7 +219,7 @@ class TrainingSession:
         if info.status == "finished":
             raise StudioError(f"run '{run.path}' has finished; there is nothing to resume (start "
                               "a new run, e.g. from its settings)")
-        config, checkpoint, recorded_data = _settings_to_resume(run)
+        config, checkpoint, step, recorded_data = _settings_to_resume(run)
         folder = data_dir or info.data_dir or recorded_data
         if not folder:
             raise StudioError(f"run '{run.path}' does not record its dataset (run.json is damaged); "
@@ -226,6 +227,7 @@ class TrainingSession:
         session = cls.__new__(cls)
         session._setup(run, ensure_valid(config), Path(folder), on_event, cache_root, checkpoint,
                        resuming=True)
+        session.resume_step = step
         return session
 
     # -- public API -------------------------------------------------------------------------
@@ -279,8 +281,8 @@ class TrainingSession:
     # -- internals --------------------------------------------------------------------------
     def _aborted(self) -> TrainingFinished:
         if self.folder.has_last_checkpoint():
-            step = _checkpoint_step(self.folder.last_checkpoint)
-            self.folder.update_info(status="stopped", step=step)
+            step = self.folder.info().step  # written with every last.ckpt
+            self.folder.update_info(status="stopped")
             kept = (f"aborted; kept {self.folder.last_checkpoint} (step {step}); resume to continue "
                     "from there")
             return TrainingFinished("aborted", kept, str(self.folder.last_checkpoint))
@@ -295,9 +297,8 @@ class TrainingSession:
             self._writing = True
             return
         self._writing = True
-        logger = MetricsLogger(self.folder.metrics_path)
-        step = _checkpoint_step(self.resume_checkpoint) if self.resume_checkpoint else 0
-        dropped = logger.trim_to(step)
+        step = self.resume_step
+        dropped = self.folder.trim_metrics(step)
         if dropped:
             self.emit(LogMessage(f"metrics.csv: {dropped} rows after the checkpoint's step {step} "
                                  "were removed; they are logged again"))
@@ -391,13 +392,13 @@ class TrainingSession:
             self.emit(ValidationResult(epoch, step, values))
 
 
-def _settings_to_resume(run: RunFolder) -> tuple[StudioConfig, Path | None, str]:
-    """The settings a run continues with, its checkpoint (None: start again) and the dataset the
-    checkpoint recorded. The checkpoint's own copy of the settings is the trusted one: a damaged
+def _settings_to_resume(run: RunFolder) -> tuple[StudioConfig, Path | None, int, str]:
+    """The settings a run continues with, its checkpoint (None: start again), the checkpoint's
+    optimiser step and the dataset it recorded. The checkpoint's own copy of the settings is the trusted one: a damaged
     ``config.yaml`` is restored from it; without a checkpoint ``config.yaml`` must be whole."""
     if not run.has_last_checkpoint():
         try:
-            return run.config(), None, ""
+            return run.config(), None, 0, ""
         except ConfigError as exc:
             raise StudioError(f"cannot resume '{run.path}': {exc}; the run has no checkpoint to "
                               "take its settings from") from None
@@ -410,11 +411,7 @@ def _settings_to_resume(run: RunFolder) -> tuple[StudioConfig, Path | None, str]
         log.warning("%s is %s; restored from %s (a resumed run keeps its settings)",
                     run.config_path, why, run.last_checkpoint)
         run.restore_config(config)
-    return config, run.last_checkpoint, recorded
-
-
-def _checkpoint_step(path: Path) -> int:
-    return int(load_checkpoint(path).get("global_step", 0))
+    return config, run.last_checkpoint, int(checkpoint.get("global_step", 0)), recorded
 
 
 def _explain(exc: BaseException, config: StudioConfig) -> str:

@@ -248,8 +248,6 @@ def _build(index: DatasetIndex, image_size: int, cache_root: Path, key: str, pro
                 "checksum_block": CHECKSUM_BLOCK,
                 "normalisation": f"per scan, percentiles {LOW_PERCENTILE}-{HIGH_PERCENTILE}"}
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -37,8 +37,9 @@ class RunRow:
 
     @classmethod
     def read(cls, folder: RunFolder) -> "RunRow":
-        return cls(folder, folder.info(), folder.status(), folder.config_or_none(),
-                   folder.resumable())
+        info, config = folder.info(), folder.config_or_none()
+        status = folder.status(info)
+        return cls(folder, info, status, config, folder.resumable(status, config))
 
     @property
     def path(self) -> Path:
