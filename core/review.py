@@ -28,6 +28,9 @@ from core.metrics import CaseDayScore, score_case_day
 from core.predict import LoadedModel, Predictor, load_model
 from core.runs import RunFolder
 
+KAGGLE_SLICE_THICKNESS_MM = 3.0
+"""Distance between the slices of the UW-Madison scans (the file names give only the pixel spacing)."""
+
 # Percentiles of a whole case-day from every 4th pixel of every 4th row: the same window to within a
 # grey level, 16× fewer values to sort.
 _WINDOW_STRIDE = 4
@@ -44,6 +47,8 @@ class CaseDayResult:
     truth: np.ndarray | None
     """``(D, 3, H, W)`` bool true masks, or None when the dataset has no labels."""
     score: CaseDayScore | None
+    has_prediction: bool = True
+    """False for a case-day shown with its true masks only (no run chosen): ``prediction`` is empty."""
 
     @property
     def depth(self) -> int:
@@ -58,6 +63,20 @@ class CaseDayResult:
     def spacing(self) -> tuple[float, float]:
         """Pixel width and height in mm (from the file names)."""
         return self.records[0].spacing
+
+    @property
+    def slice_thickness(self) -> float:
+        """Distance between slices in mm: the source's own (NIfTI / DICOM headers) when the records
+        carry it, else the Kaggle scans' 3 mm."""
+        thickness = getattr(self.records[0], "slice_thickness", None)
+        return float(thickness) if thickness else KAGGLE_SLICE_THICKNESS_MM
+
+    def slice_position(self, slice_num: int) -> int | None:
+        """The index of the slice with this number (from the file name), or None."""
+        for index, record in enumerate(self.records):
+            if record.slice_num == slice_num:
+                return index
+        return None
 
     def auto_window(self) -> tuple[float, float]:
         """The case-day's ``WINDOW_PERCENTILES`` intensities (black, white)."""
@@ -96,6 +115,20 @@ def load_case_day(prediction_masks: np.ndarray, records: list[SliceRecord], case
         truth = np.stack([load_masks(r) for r in records])
         score = score_case_day(case_day, prediction_masks, truth)
     return CaseDayResult(case_day, records, images, prediction_masks, truth, score)
+
+
+def truth_only(index: DatasetIndex, case_day: str) -> CaseDayResult:
+    """A case-day's images and true masks with no prediction (nothing to score)."""
+    records = index.case_days().get(case_day)
+    if not records:
+        from core.errors import StudioError
+        raise StudioError(f"case-day '{case_day}' is not in the dataset {index.root}")
+    images = np.stack([read_png16(r.path) for r in records])
+    truth = None
+    if index.has_labels and all(r.rles is not None for r in records):
+        truth = np.stack([load_masks(r) for r in records])
+    prediction = np.zeros((len(records), 3) + images.shape[1:], bool)
+    return CaseDayResult(case_day, records, images, prediction, truth, None, has_prediction=False)
 
 
 MAX_MODELS = 2
@@ -167,6 +200,25 @@ class ReviewSession:
                 _, old = self._results.popitem(last=False)
                 total -= old.nbytes
         return result
+
+
+def fold_roles(run: RunFolder, index: DatasetIndex) -> dict[str, str]:
+    """``{case-day: "validation" | "training"}`` of ``index`` for the fold ``run`` was trained on
+    (the same split by case as training: ``core.data.datamodule.split_for``); empty when the run's
+    settings cannot be read, it was trained on another dataset folder, or this one has no labels."""
+    from core.data.datamodule import split_for
+    from core.errors import ConfigError
+
+    config, trained_on = run.config_or_none(), run.info().data_dir
+    if config is None or not index.has_labels or (
+            trained_on and Path(trained_on).resolve() != Path(index.root).resolve()):
+        return {}
+    try:
+        _train, validation = split_for(index, config)
+    except ConfigError:  # a dataset with fewer cases than the run's folds: no roles to show
+        return {}
+    return {case_day: "validation" if records[0].case in validation else "training"
+            for case_day, records in index.case_days().items()}
 
 
 def runs_with_models(runs: list[RunFolder]) -> list[RunFolder]:

@@ -41,7 +41,7 @@ class MainWindow(QMainWindow):
         reopen = last_dataset is not None and last_dataset.is_dir()
         self.data_page = DataPage(self.state, offer_demo=not reopen)
         self.train_page = TrainPage(self.state, self.runner, preset, device_charts)
-        self.review_page = ReviewPage(self.state)
+        self.review_page = ReviewPage(self.state, settings=self.settings)
         self.runs_page = RunsPage(self.runner)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
@@ -57,6 +57,14 @@ class MainWindow(QMainWindow):
         self.state.dataset_changed.connect(self._on_dataset)
         self.state.config_changed.connect(self._save_config)
         self.runner.state_changed.connect(self._show_state)
+        # The pages follow runs as they happen: Review lists a run once it has a model, with its
+        # current best; the Data page does not rewrite a dataset while a run trains.
+        self.runner.events.connect(self._on_run_events)
+        self.runner.ended.connect(self.review_page.refresh_runs)
+        self.runner.state_changed.connect(
+            lambda state: self.data_page.set_training(state != "idle"))
+        self.train_page.review_requested.connect(self._review_run)
+        self.data_page.review_requested.connect(self._review_slice)
 
         if self.settings.geometry is not None:
             self.restoreGeometry(self.settings.geometry)
@@ -80,6 +88,20 @@ class MainWindow(QMainWindow):
     def _on_tab(self, _index: int) -> None:
         if self.tabs.currentWidget() is self.runs_page:
             self.runs_page.refresh()
+
+    def _on_run_events(self, events: list) -> None:
+        from core.events import CheckpointSaved
+
+        if any(isinstance(e, CheckpointSaved) for e in events):
+            self.review_page.refresh_runs()
+
+    def _review_run(self, run_dir: Path) -> None:
+        self.tabs.setCurrentWidget(self.review_page)
+        self.review_page.open_run(run_dir)
+
+    def _review_slice(self, case_day: str, slice_num: int) -> None:
+        self.tabs.setCurrentWidget(self.review_page)
+        self.review_page.open_case_day(case_day, slice_num)
 
     def _resume_from_runs(self, run_dir: Path) -> None:
         self.tabs.setCurrentWidget(self.train_page)

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 import yaml
-from PySide6.QtCore import QByteArray, QSettings
+from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
 
 from core import paths
 from core.config import StudioConfig, from_dict
@@ -72,6 +72,20 @@ class StudioSettings:
     @geometry.setter
     def geometry(self, value: QByteArray) -> None:
         self._q.setValue("window/geometry", value)
+
+    @property
+    def export_dir(self) -> Path:
+        """Where the next export dialog opens: the folder of the last export, else the user's
+        Documents folder (never the app's own folder)."""
+        value = self._q.value("export/last_dir", "")
+        if value and Path(value).is_dir():
+            return Path(value)
+        documents = QStandardPaths.writableLocation(QStandardPaths.DocumentsLocation)
+        return Path(documents) if documents and Path(documents).is_dir() else Path.home()
+
+    @export_dir.setter
+    def export_dir(self, folder: Path) -> None:
+        self._q.setValue("export/last_dir", str(folder))
 
     def sync(self) -> None:
         self._q.sync()

@@ -2,8 +2,9 @@
 
     xvfb-run -s "-screen 0 1600x1000x24" .venv/bin/python docs/screenshots/make_screenshots.py docs/screenshots
 
-Writes data.png, train.png, train_running.png, runs.png, review_fill.png, review_contour.png and
-review_errors.png. Takes a few minutes on a CPU (it trains B0 for 4 epochs at 128 px).
+Writes data.png, train.png, train_running.png, runs.png, review_fill.png, review_contour.png,
+review_errors.png, review_three_planes.png, review_fold_summary.png and figure_example.png (a
+*Save figure* export). Takes a few minutes on a CPU (it trains B0 for 4 epochs at 128 px).
 """
 
 from __future__ import annotations
@@ -91,6 +92,19 @@ def main(out: Path) -> None:
     shot("review_contour.png")
     page.viewer.set_errors(True)
     shot("review_errors.png")
+    page.viewer.set_errors(False)
+    page.viewer.set_thickness(1)
+    page.layout_box.setCurrentIndex(1)  # axial, coronal and sagittal with the cross-hair
+    shown = page.viewer.slice_index
+    rows = result.truth[shown].any(0).any(1).nonzero()[0]
+    cols = result.truth[shown].any(0).any(0).nonzero()[0]
+    if rows.size:
+        page.viewer.set_cursor(int(rows.mean()), int(cols.mean()))
+    shot("review_three_planes.png", 1.5)
+    page.score_fold()
+    wait_for(lambda: page.fold.scores and not page.task.is_running, 900)
+    shot("review_fold_summary.png", 1.5)
+    page.export_view(out / "figure_example.png", scale=2)
     window.close()
 
 

@@ -39,6 +39,8 @@ def _counts(counts: dict[str, int], rename=lambda k: k) -> str:
 
 class DataPage(QWidget):
     train_requested = Signal()
+    review_requested = Signal(str, int)
+    """(case-day, slice number): a preview was clicked."""
 
     def __init__(self, state: StudioState, offer_demo: bool = False, parent: QWidget | None = None):
         super().__init__(parent)
@@ -57,10 +59,12 @@ class DataPage(QWidget):
         self.offer.actions.addWidget(self.offer_button)
         self.offer.setVisible(offer_demo)
 
+        self.training = False
         self.folder_edit = QLineEdit()
-        self.folder_edit.setReadOnly(True)
-        self.folder_edit.setPlaceholderText("No dataset open: choose a folder in the Kaggle layout "
-                                            "(train.csv + train/caseN/caseN_dayM/scans/*.png)")
+        self.folder_edit.setPlaceholderText("No dataset open: type or paste a folder in the Kaggle "
+                                            "layout (train.csv + train/caseN/caseN_dayM/scans/*.png) "
+                                            "and press Enter, or choose one")
+        self.folder_edit.returnPressed.connect(self._open_typed)
         self.open_button = QPushButton("Open folder…")
         self.open_button.clicked.connect(self.choose_folder)
         self.demo_button = QPushButton("Create demo dataset")
@@ -138,6 +142,7 @@ class DataPage(QWidget):
         self.preview_box = QGroupBox("Preview: true masks")
         preview_layout = QVBoxLayout(self.preview_box)
         self.preview = SlicePreviewGrid(200)
+        self.preview.slice_clicked.connect(self.review_requested)
         legend = QLabel(" &nbsp; ".join(
             f"<span style='color:rgb{ORGAN_COLORS[o]}'>■</span> {o.replace('_', ' ')}"
             for o in ORGANS))
@@ -178,6 +183,16 @@ class DataPage(QWidget):
         if folder:
             self.open_dataset(Path(folder))
 
+    def _open_typed(self) -> None:
+        text = self.folder_edit.text().strip().strip('"')
+        if text:
+            self.open_dataset(Path(text).expanduser())
+
+    def set_training(self, training: bool) -> None:
+        """While a run trains, its dataset must not be rewritten: no demo generation then."""
+        self.training = training
+        self._update_buttons()
+
     def open_dataset(self, folder: Path | str) -> None:
         """Scan ``folder`` in the background; on success it becomes the window's dataset."""
         folder = Path(folder)
@@ -191,8 +206,26 @@ class DataPage(QWidget):
 
     def create_demo(self) -> None:
         target = paths.demo_dir()
+        if self.training:
+            return
+        if target.exists() and any(target.iterdir()) and not self._confirm_replace(target):
+            return
         self._run("demo", lambda progress, _cancel: generate_demo_dataset(target, progress=progress),
                   self._demo_created)
+
+    def _confirm_replace(self, target: Path) -> bool:
+        """Ask before the generator replaces an existing demo folder (the open dataset, maybe)."""
+        from PySide6.QtWidgets import QMessageBox
+
+        is_open = self.state.dataset_dir is not None and \
+            Path(self.state.dataset_dir).resolve() == target.resolve()
+        answer = QMessageBox.question(
+            self, "Replace the demo dataset?",
+            f"The demo dataset in {target} will be written again"
+            + (" (it is the dataset open now)" if is_open else "")
+            + ". Its slices are regenerated; runs and the cache are kept. Continue?",
+            QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        return answer == QMessageBox.Yes
 
     def _demo_created(self, folder: Path) -> None:
         self._after_task = lambda: self.open_dataset(folder)  # once the demo's thread has ended
@@ -242,6 +275,8 @@ class DataPage(QWidget):
         self.progress.setFormat(f"%v / %m {event.message}".strip())
 
     def _on_failed(self, message: str, details: str) -> None:
+        if self.task_kind == "scan":  # the open dataset stays; the field and Rescan say so
+            self.folder_edit.setText(str(self.state.dataset_dir or ""))
         titles = {"scan": "Cannot open the dataset", "demo": "Cannot create the demo dataset",
                   "cache": "Cannot build the cache"}
         if self.task_kind == "cache":
@@ -249,6 +284,8 @@ class DataPage(QWidget):
         show_error(self, titles[self.task_kind], message, details)
 
     def _on_cancelled(self) -> None:
+        if self.task_kind == "scan":
+            self.folder_edit.setText(str(self.state.dataset_dir or ""))
         if self.task_kind == "cache":
             self.cache_status.setText("Cancelled; nothing was kept (an earlier cache is untouched).")
 
@@ -265,8 +302,12 @@ class DataPage(QWidget):
     def _update_buttons(self) -> None:
         busy = self._is_busy()
         has_data = self.state.index is not None
-        for button in (self.open_button, self.demo_button, self.offer_button):
-            button.setEnabled(not busy)
+        self.open_button.setEnabled(not busy)
+        for button in (self.demo_button, self.offer_button):
+            button.setEnabled(not busy and not self.training)
+            button.setToolTip("A run is training on a dataset: the demo is not rewritten meanwhile"
+                              if self.training else f"Write the synthetic demo dataset to "
+                              f"{paths.demo_dir()} and open it")
         self.rescan_button.setEnabled(not busy and self.state.dataset_dir is not None)
         self.cache_button.setEnabled(not busy and has_data)
         self.cache_button.setText(f"Build cache at {self.state.config.data.image_size} px")

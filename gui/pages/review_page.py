@@ -1,10 +1,14 @@
-"""Review page: a run's predictions on a case-day of the open dataset, over the slices, with scores.
+"""Review page: a run's predictions on a case-day of the open dataset, in three planes, with scores.
 
 Pick a run (its best checkpoint) and a case-day; prediction runs as a ``BackgroundTask`` with a
 progress bar and Cancel, and the result stays in the session's ``ReviewSession``, so going back to a
-case-day is instant. The viewer's settings live in a plain ``ViewerState``; the slice view, the display
-controls and the scores all bind to it. Exports: the current view as PNG, the case-day's predicted
-masks as PNGs, and its ``submission.csv``.
+case-day is instant. Each case-day is marked *validation* or *training* for the chosen run's fold, and
+*Score the validation case-days* fills the fold summary (worst first, click to open). The viewer's
+settings live in a plain ``ViewerState``; the three planes, the display controls and the scores all
+bind to it, and the keys are page-wide shortcuts. The run list follows the runs folder by itself
+(refreshed when the page is shown and when a run reports). Exports: a figure of the current slice
+(legend, case-day, slice, scores) at a chosen scale, and predicted masks (PNG) or a
+``submission.csv`` for the shown case-day, the run's validation case-days or all of them.
 """
 
 from __future__ import annotations
@@ -12,52 +16,73 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QProgressBar,
-                               QPushButton, QScrollArea, QSlider, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QProgressBar, QPushButton, QScrollArea, QSlider, QSplitter,
+                               QVBoxLayout, QWidget)
 
 from core import paths
 from core.errors import StudioError
 from core.events import Progress
 from core.export import write_mask_png, write_submission
-from gui.review.panel import DisplayPanel
-from core.review import CaseDayResult, ReviewSession, runs_with_models
+from core.review import CaseDayResult, ReviewSession, fold_roles, runs_with_models, truth_only
 from core.runs import RunFolder, list_runs
+from gui.review.figure import SCALES, render_figure
+from gui.review.fold_summary import FoldSummary
+from gui.review.panel import DisplayPanel
 from gui.review.scores import ScoresPanel
-from gui.review.slice_view import KEYS, SliceView
+from gui.review.slice_view import KEYS, PlaneView, SliceView, review_shortcuts
 from gui.review.viewer_state import ViewerState
+from gui.settings import StudioSettings
 from gui.state import StudioState
 from gui.widgets.error_dialog import show_error
 from gui.workers import BackgroundTask
 
 STEP_TITLES = {"cache": "Preparing the slices", "predict": "Predicting", "model": "Loading the model",
-               "read": "Reading the images"}
+               "read": "Reading the images", "case-days": "Case-days"}
+LAYOUTS = ("One plane (axial)", "Three planes")
+SCOPES = {"shown": "The shown case-day", "validation": "The run's validation case-days",
+          "all": "Every case-day"}
+TRUTH_ONLY = "(no run: true masks only)"
 
 
 class ReviewPage(QWidget):
     def __init__(self, state: StudioState, runs_root: Path | None = None,
-                 session: ReviewSession | None = None, parent: QWidget | None = None):
+                 session: ReviewSession | None = None, settings: StudioSettings | None = None,
+                 parent: QWidget | None = None):
         """``state`` is the window's (its dataset is the one reviewed); ``runs_root`` defaults to the
         runs folder of the user data folder."""
         super().__init__(parent)
         self.studio = state
         self.runs_root = runs_root
         self.session = session or ReviewSession()
+        self.settings = settings or StudioSettings()
         self.viewer = ViewerState()
         self.runs: list[RunFolder] = []
+        self.roles: dict[str, str] = {}
         self.result: CaseDayResult | None = None
         self.task: BackgroundTask | None = None
-        self._pending: tuple[Path, str] | None = None
+        self._pending: tuple | None = None
+        self._pending_slice: tuple[str, int] | None = None
+        self.last_export: list[Path] = []
 
         self.run_box = QComboBox()
         self.run_box.setMinimumContentsLength(24)
         self.run_box.setToolTip("A run's best checkpoint (by its validation score)")
         self.case_box = QComboBox()
-        self.case_box.setMinimumContentsLength(16)
+        self.case_box.setMinimumContentsLength(24)
+        self.case_box.setToolTip("validation: the run never trained on it (its score means "
+                                 "something); training: the run learned from it")
         self.refresh_button = QPushButton("Refresh runs")
+        self.refresh_button.setToolTip("The list follows the runs folder by itself; this re-reads "
+                                       "it now")
         self.refresh_button.clicked.connect(self.refresh_runs)
         self.show_button = QPushButton("Predict && show")
         self.show_button.setObjectName("primary")
         self.show_button.clicked.connect(self.show_selected)
+        self.layout_box = QComboBox()
+        self.layout_box.addItems(LAYOUTS)
+        self.layout_box.setToolTip("Axial slice alone, or with its coronal and sagittal reformats (L)")
+        self.layout_box.currentIndexChanged.connect(self._apply_layout)
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(260)
         self.task_label = QLabel()
@@ -65,6 +90,7 @@ class ReviewPage(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         for widget in (self.progress, self.task_label, self.cancel_button):
             widget.hide()
+        self.run_box.currentIndexChanged.connect(lambda _i: self._on_run_changed())
         self.run_box.activated.connect(lambda _i: self.show_selected(only_cached=True))
         self.case_box.activated.connect(lambda _i: self.show_selected())
         top = QHBoxLayout()
@@ -75,8 +101,13 @@ class ReviewPage(QWidget):
                        self.cancel_button):
             top.addWidget(widget)
         top.addStretch(1)
+        top.addWidget(QLabel("View"))
+        top.addWidget(self.layout_box)
 
         self.slice_view = SliceView(self.viewer)
+        self.coronal_view = PlaneView(self.viewer, "coronal")
+        self.sagittal_view = PlaneView(self.viewer, "sagittal")
+        self.views = (self.slice_view, self.coronal_view, self.sagittal_view)
         self.scores = ScoresPanel(self.viewer)
         self.slice_slider = QSlider(Qt.Horizontal)
         self.slice_slider.setRange(0, 0)
@@ -84,24 +115,54 @@ class ReviewPage(QWidget):
         self.slice_label = QLabel("no case-day shown")
         self.hover_label = QLabel(" ")
         self.hover_label.setObjectName("hint")
-        self.slice_view.hover_text.connect(self.hover_label.setText)
+        for view in self.views:
+            view.hover_text.connect(self.hover_label.setText)
         keys = QLabel(KEYS)
         keys.setObjectName("hint")
         keys.setWordWrap(True)
         slider_row = QHBoxLayout()
         slider_row.addWidget(self.slice_slider, 1)
         slider_row.addWidget(self.slice_label)
+        self.reformats = QSplitter(Qt.Vertical)
+        self.reformats.addWidget(self.coronal_view)
+        self.reformats.addWidget(self.sagittal_view)
+        self.planes = QSplitter(Qt.Horizontal)
+        self.planes.addWidget(self.slice_view)
+        self.planes.addWidget(self.reformats)
+        self.planes.setStretchFactor(0, 3)
+        self.planes.setStretchFactor(1, 2)
+        self.reformats.hide()
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
-        left_layout.addWidget(self.slice_view, 1)
+        left_layout.addWidget(self.planes, 1)
         left_layout.addLayout(slider_row)
         left_layout.addWidget(self.scores.plot)
         left_layout.addWidget(self.hover_label)
         left_layout.addWidget(keys)
 
         self.display = DisplayPanel(self.viewer)
-        self.export_view_button = QPushButton("Save view as PNG…")
+        self.fold = FoldSummary()
+        self.fold.open_case_day.connect(lambda case_day: self.open_case_day(case_day))
+        self.score_fold_button = QPushButton("Score the validation case-days")
+        self.score_fold_button.setToolTip("Predict every validation case-day of the run's fold and "
+                                          "list their scores, worst first")
+        self.score_fold_button.clicked.connect(self.score_fold)
+        fold_box = QGroupBox("Fold summary")
+        fold_layout = QVBoxLayout(fold_box)
+        fold_layout.addWidget(self.score_fold_button)
+        fold_layout.addWidget(self.fold, 1)
+
+        self.scope_box = QComboBox()
+        for key, title in SCOPES.items():
+            self.scope_box.addItem(title, key)
+        self.scale_box = QComboBox()
+        for scale in SCALES:
+            self.scale_box.addItem(f"{scale}× the image's pixels", scale)
+        self.scale_box.setCurrentIndex(1)
+        self.export_view_button = QPushButton("Save figure (PNG)…")
+        self.export_view_button.setToolTip("The current slice with its masks at the chosen scale, "
+                                           "with the case-day, slice, scores and a legend")
         self.export_view_button.clicked.connect(self._ask_export_view)
         self.export_masks_button = QPushButton("Export masks (PNG)…")
         self.export_masks_button.setToolTip("One 8-bit PNG per slice: bit 0 large bowel, bit 1 small "
@@ -109,14 +170,25 @@ class ReviewPage(QWidget):
         self.export_masks_button.clicked.connect(self._ask_export_masks)
         self.export_csv_button = QPushButton("Export submission.csv…")
         self.export_csv_button.clicked.connect(self._ask_export_submission)
-        exports = QVBoxLayout()
-        for button in (self.export_view_button, self.export_masks_button, self.export_csv_button):
-            exports.addWidget(button)
+        self.export_status = QLabel("")
+        self.export_status.setObjectName("hint")
+        self.export_status.setWordWrap(True)
+        self.export_status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        export_box = QGroupBox("Export")
+        exports = QFormLayout(export_box)
+        exports.addRow("Figure scale", self.scale_box)
+        exports.addRow(self.export_view_button)
+        exports.addRow("Masks of", self.scope_box)
+        exports.addRow(self.export_masks_button)
+        exports.addRow(self.export_csv_button)
+        exports.addRow(self.export_status)
+
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.addWidget(self.display)
         right_layout.addWidget(self.scores, 1)
-        right_layout.addLayout(exports)
+        right_layout.addWidget(fold_box, 1)
+        right_layout.addWidget(export_box)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(right)
@@ -132,33 +204,61 @@ class ReviewPage(QWidget):
         layout.addLayout(top)
         layout.addWidget(splitter, 1)
 
+        self.shortcuts = review_shortcuts(self, self.viewer, {
+            "R": self.reset_zoom,
+            "L": lambda: self.layout_box.setCurrentIndex(1 - self.layout_box.currentIndex())})
         self.viewer.subscribe(self._on_viewer)
         state.dataset_changed.connect(self._on_dataset)
         self.refresh_runs()
         self._on_dataset()
 
     # -- choosing ----------------------------------------------------------------------------------
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self.refresh_runs()  # runs started, finished or deleted meanwhile
+
     def refresh_runs(self) -> None:
+        """Re-read the runs folder: new runs appear, labels show each run's current best."""
         current = self.selected_run()
         root = self.runs_root or paths.runs_dir()
         self.runs = runs_with_models(list_runs(root)) if root.is_dir() else []
+        self.run_box.blockSignals(True)
         self.run_box.clear()
         for run in self.runs:
             info = run.info()
             best = (f" · best {info.monitor.removeprefix('val_')} {info.best_score:.3f}"
                     if info.best_score is not None else "")
-            self.run_box.addItem(f"{run.name}{best}", str(run.path))
+            self.run_box.addItem(f"{info.name or run.name}{best}", str(run.path))
+            self.run_box.setItemData(self.run_box.count() - 1, str(run.path), Qt.ToolTipRole)
         if current is not None:
-            self.select(run_dir=current)
+            i = self.run_box.findData(str(current))
+            if i >= 0:
+                self.run_box.setCurrentIndex(i)
+        self.run_box.blockSignals(False)
+        self._on_run_changed()
+
+    def _on_run_changed(self) -> None:
+        run, index = self.selected_run(), self.studio.index
+        self.roles = fold_roles(RunFolder(run), index) if run is not None and index else {}
+        for i in range(self.case_box.count()):
+            case_day = self.case_box.itemData(i)
+            self.case_box.setItemText(i, self._case_label(case_day))
+        if self.fold.scores and (run is None or self.fold.property("run") != str(run)):
+            self.fold.clear()
         self._update_buttons()
+
+    def _case_label(self, case_day: str) -> str:
+        records = self.studio.index.case_days()[case_day]
+        role = self.roles.get(case_day)
+        return f"{case_day} ({len(records)} slices)" + (f" · {role}" if role else "")
 
     def _on_dataset(self) -> None:
         self.case_box.clear()
         index = self.studio.index
         if index is not None:
-            for case_day, records in index.case_days().items():
-                self.case_box.addItem(f"{case_day} ({len(records)} slices)", case_day)
-        self._update_buttons()
+            for case_day in index.case_days():
+                self.case_box.addItem(case_day, case_day)
+        self._on_run_changed()
 
     def selected_run(self) -> Path | None:
         data = self.run_box.currentData()
@@ -166,6 +266,9 @@ class ReviewPage(QWidget):
 
     def selected_case_day(self) -> str | None:
         return self.case_box.currentData()
+
+    def validation_case_days(self) -> list[str]:
+        return [cd for cd, role in self.roles.items() if role == "validation"]
 
     def select(self, run_dir: Path | None = None, case_day: str | None = None) -> None:
         """Choose a run and/or a case-day in the boxes (without predicting)."""
@@ -181,6 +284,26 @@ class ReviewPage(QWidget):
                 raise StudioError(f"case-day '{case_day}' is not in the open dataset")
             self.case_box.setCurrentIndex(i)
 
+    def open_run(self, run_dir: Path) -> None:
+        """Review a run: choose it and show its first validation case-day (after training:
+        *Review this run →*)."""
+        self.refresh_runs()
+        self.select(run_dir=run_dir)
+        first = (self.validation_case_days() or [self.case_box.itemData(0)])[0]
+        if first is not None:
+            self.open_case_day(first)
+
+    def open_case_day(self, case_day: str, slice_num: int | None = None) -> None:
+        """Show ``case_day`` (at the slice numbered ``slice_num``): predicted by the chosen run, or
+        with its true masks only when there is no run yet."""
+        self.select(case_day=case_day)
+        self._pending_slice = (case_day, slice_num) if slice_num is not None else None
+        if self.selected_run() is None:
+            self._start(lambda progress, cancel: truth_only(self.studio.index, case_day),
+                        f"{case_day}…", self._on_predicted)
+        else:
+            self.show_selected()
+
     def show_selected(self, only_cached: bool = False) -> None:
         """Show the chosen run's prediction of the chosen case-day: at once when this session has it,
         else (unless ``only_cached``) predict it in the background first."""
@@ -195,21 +318,28 @@ class ReviewPage(QWidget):
             self._predict(run_dir, case_day)
 
     def _predict(self, run_dir: Path, case_day: str) -> None:
+        index = self.studio.index
+        self._start(lambda progress, cancel: self.session.compute(run_dir, index, case_day,
+                                                                  progress, cancel),
+                    f"{case_day}…", self._on_predicted,
+                    failed_title=f"{case_day} with {run_dir.name}", retry=(run_dir, case_day))
+
+    def _start(self, fn, label: str, on_success, failed_title: str = "", retry=None) -> None:
+        """Run ``fn(progress, cancel)`` in the background (one task at a time: a new request cancels
+        the running one and starts when it has ended)."""
         if self.task is not None and self.task.is_running:
-            self._pending = (run_dir, case_day)  # started when the current one has ended
+            self._pending = (fn, label, on_success, failed_title, retry)
             self.task.cancel()
             return
-        index = self.studio.index
-        self.task = BackgroundTask(
-            lambda progress, cancel: self.session.compute(run_dir, index, case_day, progress, cancel),
-            "review", self)
+        self.task = BackgroundTask(fn, "review", self)
         self.task.progress.connect(self._on_progress)
-        self.task.succeeded.connect(self._on_predicted)
+        self.task.succeeded.connect(on_success)
         self.task.failed.connect(lambda message, details: show_error(
-            self, "Prediction failed", f"{case_day} with {run_dir.name}: {message}", details))
+            self, "Review failed", f"{failed_title}: {message}" if failed_title else message,
+            details))
         self.task.done.connect(self._on_task_done)
         self.progress.setRange(0, 0)
-        self.task_label.setText(f"{case_day}…")
+        self.task_label.setText(label)
         for widget in (self.progress, self.task_label, self.cancel_button):
             widget.show()
         self._update_buttons()
@@ -240,22 +370,63 @@ class ReviewPage(QWidget):
         self._update_buttons()
         pending, self._pending = self._pending, None
         if pending is not None:
-            self._predict(*pending)
+            self._start(*pending)
+
+    # -- fold summary ------------------------------------------------------------------------------
+    def score_fold(self) -> None:
+        """Predict and score every validation case-day of the chosen run (in the background)."""
+        run_dir, index = self.selected_run(), self.studio.index
+        case_days = self.validation_case_days()
+        if run_dir is None or index is None or not case_days:
+            return
+
+        def work(progress, cancel):
+            scores = []
+            for n, case_day in enumerate(case_days):
+                progress(Progress("case-days", n, len(case_days), case_day))
+                result = self.session.compute(run_dir, index, case_day, None, cancel)
+                if result.score is not None:
+                    scores.append(result.score)
+            return run_dir, scores
+
+        self._start(work, "Scoring the fold…", self._fold_scored,
+                    failed_title=f"scoring {run_dir.name}")
+
+    def _fold_scored(self, found) -> None:
+        run_dir, scores = found
+        self.fold.setProperty("run", str(run_dir))
+        self.fold.set_scores(RunFolder(run_dir).info().name or run_dir.name, scores)
 
     # -- showing -----------------------------------------------------------------------------------
     def show_result(self, result: CaseDayResult) -> None:
         """Put a case-day on screen (window and slice reset; overlay settings kept)."""
         self.result = result
-        self.viewer.load(result.depth, result.truth is not None, result.auto_window())
+        at = None
+        if self._pending_slice is not None and self._pending_slice[0] == result.case_day:
+            at = result.slice_position(self._pending_slice[1])
+        self._pending_slice = None
+        self.viewer.load(result.depth, result.truth is not None, result.auto_window(), at,
+                         result.images.shape[1:])
         self.display.set_intensity_range(float(result.images.min()), float(result.images.max()))
-        self.slice_view.set_result(result)
+        for view in self.views:
+            view.set_result(result)
         self.scores.set_result(result)
+        if not result.has_prediction:
+            self.scores.summary.setText(f"<b>{result.case_day}</b>: true masks only — choose a run "
+                                        "to see its prediction.")
         self.slice_slider.blockSignals(True)
         self.slice_slider.setRange(0, result.depth - 1)
         self.slice_slider.blockSignals(False)
         self._on_viewer("slice")
         self._update_buttons()
         self.slice_view.setFocus()
+
+    def _apply_layout(self, index: int) -> None:
+        self.reformats.setVisible(index == 1)
+
+    def reset_zoom(self) -> None:
+        for view in self.views:
+            view.reset_zoom()
 
     def _on_viewer(self, what: str) -> None:
         if what not in ("slice", "data") or self.result is None:
@@ -271,8 +442,15 @@ class ReviewPage(QWidget):
         busy = self.task is not None and self.task.is_running
         ready = self.studio.index is not None and self.run_box.count() > 0
         self.show_button.setEnabled(ready and not busy)
-        for button in (self.export_view_button, self.export_masks_button, self.export_csv_button):
-            button.setEnabled(self.result is not None)
+        self.export_view_button.setEnabled(self.result is not None)
+        for button in (self.export_masks_button, self.export_csv_button):
+            button.setEnabled(self.selected_run() is not None and self.studio.index is not None
+                              and not busy)
+        self.score_fold_button.setEnabled(bool(self.validation_case_days()) and not busy)
+        self.score_fold_button.setToolTip(
+            "Predict every validation case-day of the run's fold and list their scores"
+            if self.validation_case_days() else "The chosen run has no validation case-day in "
+            "this dataset (another dataset, or no labels)")
         if self.studio.index is None:
             self.show_button.setToolTip("Open a dataset on the Data page first")
         elif self.run_box.count() == 0:
@@ -281,46 +459,94 @@ class ReviewPage(QWidget):
             self.show_button.setToolTip("Predict the case-day with the run's best model")
 
     # -- export ------------------------------------------------------------------------------------
-    def export_view(self, path: Path) -> Path:
-        """The slice view as shown (zoom, overlay) as a PNG."""
+    def export_view(self, path: Path, scale: int | None = None) -> Path:
+        """The current slice as a figure PNG (``render_figure``: legend, case-day, slice, scores)."""
         path = Path(path)
-        if not self.slice_view.grab().save(str(path), "PNG"):
+        run = self.selected_run() if self.result.has_prediction else None
+        image = render_figure(self.result, self.viewer.slice_index, self.viewer.style,
+                              self.viewer.window, scale or self.scale_box.currentData(),
+                              run.name if run else "")
+        if not image.save(str(path), "PNG"):
             raise StudioError(f"cannot write '{path}': check the folder exists and is writable")
         return path
 
-    def export_masks(self, folder: Path) -> list[Path]:
-        """One ``<slice id>.png`` per slice of the shown case-day (``core.export.write_mask_png``)."""
+    def export_case_days(self, scope: str) -> list[str]:
+        """The case-days an export of ``scope`` ("shown", "validation", "all") covers."""
+        if scope == "shown":
+            shown = self.result.case_day if self.result is not None else self.selected_case_day()
+            return [shown] if shown else []
+        if scope == "validation":
+            return self.validation_case_days()
+        return [self.case_box.itemData(i) for i in range(self.case_box.count())]
+
+    def _results(self, case_days: list[str], progress=None, cancel=None):
+        """The chosen run's prediction of each case-day, one at a time (from the session's cache
+        when it has them)."""
+        run_dir, index = self.selected_run(), self.studio.index
+        for n, case_day in enumerate(case_days):
+            if progress is not None:
+                progress(Progress("case-days", n, len(case_days), case_day))
+            yield self.session.compute(run_dir, index, case_day, None, cancel)
+
+    def export_masks(self, folder: Path, case_days: list[str] | None = None, progress=None,
+                     cancel=None) -> list[Path]:
+        """One ``<slice id>.png`` per slice (``core.export.write_mask_png``) of the shown case-day,
+        or of ``case_days``."""
+        results = [self.result] if case_days is None else self._results(case_days, progress, cancel)
         return [write_mask_png(folder, record.id, masks)
-                for record, masks in zip(self.result.records, self.result.prediction)]
+                for result in results for record, masks in zip(result.records, result.prediction)]
 
-    def export_submission(self, path: Path) -> int:
-        """``submission.csv`` of the shown case-day; returns the number of slices written."""
-        return write_submission(path, ((record.id, masks) for record, masks
-                                       in zip(self.result.records, self.result.prediction)))
+    def export_submission(self, path: Path, case_days: list[str] | None = None, progress=None,
+                          cancel=None) -> int:
+        """``submission.csv`` of the shown case-day, or of ``case_days``; returns the number of
+        slices written."""
+        results = [self.result] if case_days is None else self._results(case_days, progress, cancel)
+        return write_submission(path, ((record.id, masks) for result in results
+                                       for record, masks in zip(result.records, result.prediction)))
 
-    def _export(self, action, target) -> None:
-        try:
-            action(target)
-        except StudioError as exc:
-            show_error(self, "Export failed", str(exc))
+    def _report_export(self, text: str, files: list[Path]) -> None:
+        self.last_export = files
+        self.export_status.setText(text)
+        if files:
+            self.settings.export_dir = files[0].parent
 
     def _ask_export_view(self) -> None:
         record = self.result.records[self.viewer.slice_index]
-        path, _ = QFileDialog.getSaveFileName(self, "Save view as PNG", f"{record.id}_view.png",
+        start = self.settings.export_dir / f"{record.id}_figure.png"
+        path, _ = QFileDialog.getSaveFileName(self, "Save figure as PNG", str(start),
                                               "PNG images (*.png)")
-        if path:
-            self._export(self.export_view, Path(path))
+        if not path:
+            return
+        try:
+            written = self.export_view(Path(path))
+        except StudioError as exc:
+            show_error(self, "Export failed", str(exc))
+            return
+        self._report_export(f"Saved the figure: {written}", [written])
 
     def _ask_export_masks(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder for the mask PNGs")
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the mask PNGs",
+                                                  str(self.settings.export_dir))
         if folder:
-            self._export(self.export_masks, Path(folder))
+            case_days = self.export_case_days(self.scope_box.currentData())
+            self._start(lambda progress, cancel: self.export_masks(Path(folder), case_days,
+                                                                   progress, cancel),
+                        "Exporting masks…", lambda files: self._report_export(
+                            f"Wrote {len(files)} mask PNGs of {len(case_days)} case-day(s) to "
+                            f"{folder} ({files[0].name} …)" if files else "Nothing to write.",
+                            files), failed_title="Export failed")
 
     def _ask_export_submission(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export submission.csv", "submission.csv",
+        start = self.settings.export_dir / "submission.csv"
+        path, _ = QFileDialog.getSaveFileName(self, "Export submission.csv", str(start),
                                               "CSV files (*.csv)")
         if path:
-            self._export(self.export_submission, Path(path))
+            case_days = self.export_case_days(self.scope_box.currentData())
+            self._start(lambda progress, cancel: self.export_submission(Path(path), case_days,
+                                                                        progress, cancel),
+                        "Exporting submission.csv…", lambda rows: self._report_export(
+                            f"Wrote {path}: {rows} slices of {len(case_days)} case-day(s)",
+                            [Path(path)]), failed_title="Export failed")
 
     def shutdown(self) -> None:
         """Stop a running prediction (the window is closing)."""

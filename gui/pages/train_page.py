@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
                                QScrollArea, QSplitter, QVBoxLayout, QWidget)
 
 from core.config import StudioConfig
@@ -26,6 +26,7 @@ from gui.widgets.banner import Banner
 from gui.widgets.charts import DeviceCharts, TrainingCharts
 from gui.widgets.config_form import ConfigForm
 from gui.widgets.error_dialog import show_error
+from gui.widgets.guarded import GuardedComboBox
 from gui.widgets.memory_panel import MemoryPanel
 from gui.widgets.run_progress import RunProgress
 
@@ -43,6 +44,8 @@ def describe_validation(result: ValidationResult) -> str:
 
 class TrainPage(QWidget):
     run_started = Signal(Path)
+    review_requested = Signal(Path)
+    """*Review this run →* after a run ended with a model."""
 
     def __init__(self, state: StudioState, runner: TrainingRunner, preset: str = "",
                  device_charts: DeviceCharts | None = None, parent: QWidget | None = None):
@@ -52,7 +55,7 @@ class TrainPage(QWidget):
         self.resumable_run: Path | None = None
         self.last_result: TrainingFinished | TrainingFailed | None = None
 
-        self.preset_combo = QComboBox()
+        self.preset_combo = GuardedComboBox()
         self.preset_combo.addItems([*PRESETS, CUSTOM])
         self.preset_combo.setCurrentText(preset if preset in PRESETS else CUSTOM)
         self.preset_combo.setToolTip("Starting points: pick one, then adjust any setting below")
@@ -88,12 +91,21 @@ class TrainPage(QWidget):
         self.resume_button.clicked.connect(lambda: self.resume(self.resumable_run))
         self.dataset_label = QLabel()
         self.dataset_label.setObjectName("hint")
+        self.why_label = QLabel()
+        self.why_label.setObjectName("whyNot")
+        self.why_label.setWordWrap(True)
+        self.why_label.setStyleSheet("color: #b22;")
         controls = QHBoxLayout()
         for button in (self.start_button, self.stop_button, self.resume_button):
             controls.addWidget(button)
+        controls.addWidget(self.why_label, 2)
         controls.addWidget(self.dataset_label, 1)
 
         self.banner = Banner()
+        self.review_button = QPushButton("Review this run →")
+        self.review_button.setToolTip("Open the Review page on this run's first validation case-day")
+        self.review_button.clicked.connect(self._review_last_run)
+        self.banner.actions.addWidget(self.review_button)
         self.progress = RunProgress()
         self.charts = TrainingCharts()
         self.device_charts = device_charts or DeviceCharts()
@@ -164,14 +176,15 @@ class TrainPage(QWidget):
         """Empty when Start can be pressed, else the reason (shown as Start's tooltip)."""
         if self.runner.is_active:
             return "A run is in progress"
+        reasons = []
         if self.state.index is None:
-            return "Open a dataset on the Data page first (or create the demo dataset)"
-        if not self.state.index.has_labels:
-            return "This dataset has no train.csv: training needs masks"
+            reasons.append("Open a dataset on the Data page first (or create the demo dataset).")
+        elif not self.state.index.has_labels:
+            reasons.append("This dataset has no train.csv: training needs masks.")
         problems = self.form.problems()
         if problems:
-            return "Fix the settings marked in red first:\n" + "\n".join(problems.values())
-        return ""
+            reasons.append("Fix the settings marked in red first:\n" + "\n".join(problems.values()))
+        return "\n".join(reasons)
 
     def start(self) -> None:
         if self.why_not_startable():
@@ -244,12 +257,18 @@ class TrainPage(QWidget):
                 self._show_finished(event)
             elif isinstance(event, TrainingFailed):
                 self.last_result = event
+                self.review_button.hide()
                 self.banner.show_message("error", f"<b>Failed:</b> {event.message}")
                 self.append_log(event.message, "error")
                 show_error(self, "Training failed", event.message, event.details)
 
+    def _review_last_run(self) -> None:
+        if self.runner.run_dir is not None:
+            self.review_requested.emit(Path(self.runner.run_dir))
+
     def _show_finished(self, event: TrainingFinished) -> None:
         self.last_result = event
+        self.review_button.setVisible(event.best_score is not None)
         best = (f" Best {event.monitor.removeprefix('val_')} {event.best_score:.3f}."
                 if event.best_score is not None else "")
         kind, title = ("warning", "Stopped") if event.status == "stopped" else ("success", "Done")
@@ -273,7 +292,7 @@ class TrainPage(QWidget):
             self.resumable_run = self.runner.run_dir
         status = {TrainingFinished: lambda r: r.status.capitalize(),
                   TrainingFailed: lambda r: "Failed"}
-        self.progress.show_status(status[type(result)](result) if result else "Idle")
+        self.progress.on_ended(status[type(result)](result) if result else "Idle")
         self._update_buttons()
 
     def _update_buttons(self) -> None:
@@ -281,6 +300,10 @@ class TrainPage(QWidget):
         reason = self.why_not_startable()
         self.start_button.setEnabled(not reason)
         self.start_button.setToolTip(reason or "Train a new run with these settings")
+        # Why Start is off, next to it (not only at the bottom of the scrolled form).
+        shown = "" if self.runner.is_active else reason.replace("\n", " ")
+        self.why_label.setText(shown)
+        self.why_label.setToolTip(reason)
         self.stop_button.setEnabled(state == RUNNING)
         self.stop_button.setText("Stopping…" if state == STOPPING else "Stop")
         self.resume_button.setEnabled(state == IDLE and self.resumable_run is not None)

@@ -12,8 +12,11 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, Q
                                QSlider, QSpinBox, QVBoxLayout, QWidget)
 
 from core.data import ORGANS
-from gui.review.overlay import (FALSE_NEGATIVE_COLOR, FALSE_POSITIVE_COLOR, LAYER_MODES,
-                                organ_color)
+from gui.review.overlay import (COLOR_SETS, FALSE_NEGATIVE_COLOR, FALSE_POSITIVE_COLOR,
+                                LAYER_MODES, organ_color)
+
+COLOR_SET_TITLES = {"organ": "Organ colours", "pale": "Pale organ colours", "yellow": "Yellow",
+                    "white": "White", "cyan": "Cyan"}
 from gui.review.viewer_state import ViewerState
 
 # The window sliders move in steps of 1/WINDOW_STEPS of the case-day's intensity range.
@@ -39,13 +42,27 @@ class DisplayPanel(QWidget):
         form.setContentsMargins(0, 0, 0, 0)
 
         self.mode_boxes = {}
+        self.color_boxes = {}
         for layer, title in (("prediction", "Prediction (P)"), ("truth", "Ground truth (T)")):
             box = QComboBox()
             box.addItems([m.capitalize() for m in LAYER_MODES])
             box.currentIndexChanged.connect(
                 lambda i, layer=layer: self.state.set_mode(layer, LAYER_MODES[i]))
             self.mode_boxes[layer] = box
-            form.addRow(title, box)
+            colors = QComboBox()
+            colors.addItems([COLOR_SET_TITLES[c] for c in COLOR_SETS])
+            colors.setToolTip(f"Colours of the {layer.replace('truth', 'ground truth')} layer")
+            colors.currentIndexChanged.connect(
+                lambda i, layer=layer: self.state.set_colors(layer, COLOR_SETS[i]))
+            self.color_boxes[layer] = colors
+            row = QHBoxLayout()
+            row.addWidget(box, 1)
+            row.addWidget(colors, 1)
+            form.addRow(title, row)
+        self.dashed_box = QCheckBox("Dashed ground-truth contour")
+        self.dashed_box.setToolTip("Tells the true outline from the predicted one in any colours")
+        self.dashed_box.toggled.connect(self.state.set_truth_dashed)
+        form.addRow("", self.dashed_box)
 
         self.errors_box = QCheckBox("Errors (E)")
         self.errors_box.setToolTip("Colour false positives and false negatives (needs ground truth)")
@@ -53,7 +70,7 @@ class DisplayPanel(QWidget):
         errors_legend = QLabel(
             f"<span style='color:rgb{FALSE_POSITIVE_COLOR}'>■</span> false positive &nbsp; "
             f"<span style='color:rgb{FALSE_NEGATIVE_COLOR}'>■</span> missed &nbsp; "
-            "<span style='color:#ddd'>■</span> agreed")
+            "· outline: the organ")
         form.addRow("", self.errors_box)
         form.addRow("", errors_legend)
 
@@ -68,7 +85,7 @@ class DisplayPanel(QWidget):
             box.toggled.connect(lambda on, k=k: self.state.set_organ(k, on))
             self.organ_boxes.append(box)
             organs_row.addWidget(box)
-        layers_legend = QLabel("solid: prediction · pale: ground truth")
+        layers_legend = QLabel("solid: prediction · pale, dashed: ground truth")
         layers_legend.setObjectName("hint")
         organs_row.addWidget(layers_legend)
         form.addRow("Organs", organs_row)
@@ -126,7 +143,8 @@ class DisplayPanel(QWidget):
 
     def _sync(self) -> None:
         state, style = self.state, self.state.style
-        widgets = [*self.mode_boxes.values(), self.errors_box, *self.organ_boxes,
+        widgets = [*self.mode_boxes.values(), *self.color_boxes.values(), self.dashed_box,
+                   self.errors_box, *self.organ_boxes,
                    self.opacity_slider, self.thickness_box, self.low_slider, self.high_slider]
         for widget in widgets:
             widget.blockSignals(True)
@@ -134,6 +152,11 @@ class DisplayPanel(QWidget):
             box.setCurrentIndex(LAYER_MODES.index(getattr(style, layer)))
         self.mode_boxes["truth"].setEnabled(state.has_truth and not style.errors)
         self.mode_boxes["prediction"].setEnabled(not style.errors)
+        for layer, box in self.color_boxes.items():
+            box.setCurrentIndex(COLOR_SETS.index(getattr(style, f"{layer}_colors")))
+            box.setEnabled(not style.errors and (layer == "prediction" or state.has_truth))
+        self.dashed_box.setChecked(style.truth_dashed)
+        self.dashed_box.setEnabled(state.has_truth and not style.errors)
         self.errors_box.setEnabled(state.has_truth)
         self.errors_box.setChecked(style.errors)
         for box, on in zip(self.organ_boxes, style.organs):

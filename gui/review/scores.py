@@ -1,5 +1,6 @@
 """The Review page's numbers: Dice per organ (slice and case-day), Hausdorff and score, the worst
-slices (click to jump) and Dice along the slice index (click to jump)."""
+slices (click to jump) and Dice along the slices (click to jump). Slices are named by the number in
+their file name everywhere (the plot's axis, the list, the slider's label)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from gui.review.viewer_state import ViewerState
 
 COLUMNS = ("Organ", "Dice slice", "Dice case-day", "Hausdorff")
 NO_TRUTH = "No ground truth in this dataset: predictions only, nothing to score."
+NOTHING_SHOWN = "Choose a run and a case-day, then press Predict & show."
 
 
 def fmt(value: float) -> str:
@@ -36,7 +38,7 @@ class ScoresPanel(QWidget):
         self.state = state
         self.result: CaseDayResult | None = None
 
-        self.summary = QLabel(NO_TRUTH)
+        self.summary = QLabel(NOTHING_SHOWN)
         self.summary.setWordWrap(True)
         self.table = QTableWidget(len(ORGANS), len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -63,7 +65,10 @@ class ScoresPanel(QWidget):
         self.plot = pg.PlotWidget()
         self.plot.setBackground(None)
         self.plot.setFixedHeight(150)
-        self.plot.setLabel("bottom", "slice index")
+        self.plot.setLabel("bottom", "slice")
+        self.plot.getAxis("bottom").enableAutoSIPrefix(False)
+        self.plot.getAxis("left").enableAutoSIPrefix(False)
+        self.plot.setXRange(1, 2, padding=0.02)
         self.plot.setLabel("left", "Dice")
         self.plot.setYRange(0, 1.05)
         self.plot.setMouseEnabled(x=False, y=False)
@@ -91,7 +96,7 @@ class ScoresPanel(QWidget):
         self.worst.clear()
         score = None if result is None else result.score
         if score is None:
-            self.summary.setText(NO_TRUTH if result is not None else "")
+            self.summary.setText(NO_TRUTH if result is not None else NOTHING_SHOWN)
             for curve in self.curves:
                 curve.setData([], [])
         else:
@@ -105,12 +110,12 @@ class ScoresPanel(QWidget):
                                        f"({ORGANS[organ].replace('_', ' ')})")
                 item.setData(Qt.UserRole, index)
                 self.worst.addItem(item)
-            x = np.arange(result.depth, dtype=float)
+            x = np.array([r.slice_num for r in result.records], dtype=float)
             for k, curve in enumerate(self.curves):
                 values = score.dice_per_slice[:, k]
                 scored = ~np.isnan(values)  # an organ skipped on every slice has no line
                 curve.setData(x if scored.any() else [], values if scored.any() else [])
-            self.plot.setXRange(0, max(1, result.depth - 1), padding=0.02)
+            self.plot.setXRange(x[0], max(x[-1], x[0] + 1), padding=0.02)
         self.worst.blockSignals(False)
         self._update_numbers()
 
@@ -123,7 +128,7 @@ class ScoresPanel(QWidget):
         if result is None or self.state.depth != result.depth:
             return
         i = self.state.slice_index
-        self.cursor.setValue(i)
+        self.cursor.setValue(result.records[i].slice_num)
         per_slice = slice_dice(result, i)
         for k in range(len(ORGANS)):
             if result.score is None:
@@ -140,4 +145,5 @@ class ScoresPanel(QWidget):
         if self.result is None:
             return
         point = self.plot.getPlotItem().vb.mapSceneToView(event.scenePos())
-        self.state.set_slice(round(point.x()))
+        numbers = np.array([r.slice_num for r in self.result.records])
+        self.state.set_slice(int(np.abs(numbers - point.x()).argmin()))  # the nearest slice

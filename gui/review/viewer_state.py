@@ -6,7 +6,9 @@ checks its value and emits one event naming what changed:
 * ``"slice"`` — the current slice index,
 * ``"overlay"`` — layer modes, errors mode, organ toggles, opacity, contour thickness,
 * ``"window"`` — the intensity window (image units: the raw 16-bit values),
-* ``"data"`` — a new case-day (depth, whether it has ground truth).
+* ``"data"`` — a new case-day (depth, whether it has ground truth),
+* ``"cursor"`` — the cross-hair's row and column in the axial slice (the coronal and sagittal planes
+  are the ones through it).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from gui.review.overlay import LAYER_MODES, OverlayStyle
+from gui.review.overlay import COLOR_SETS, LAYER_MODES, OverlayStyle
 
 Listener = Callable[[str], None]
 
@@ -27,6 +29,10 @@ class ViewerState:
         self.style = OverlayStyle()
         self.window: tuple[float, float] = (0.0, 1.0)
         self.auto_window: tuple[float, float] = (0.0, 1.0)
+        self.shape: tuple[int, int] = (1, 1)
+        """(height, width) of the case-day's slices."""
+        self.cursor: tuple[int, int] = (0, 0)
+        """(row, column) of the cross-hair in the axial slice."""
         self._listeners: list[Listener] = []
 
     def subscribe(self, listener: Listener) -> None:
@@ -38,9 +44,13 @@ class ViewerState:
 
     # -- data ------------------------------------------------------------------------------------
     def load(self, depth: int, has_truth: bool, auto_window: tuple[float, float],
-             slice_index: int | None = None) -> None:
-        """A new case-day of ``depth`` slices; the window goes back to its automatic default."""
+             slice_index: int | None = None, shape: tuple[int, int] | None = None) -> None:
+        """A new case-day of ``depth`` slices of ``shape`` (height, width); the window goes back to
+        its automatic default and the cross-hair to the slice's centre."""
         self.depth, self.has_truth = depth, has_truth
+        if shape is not None:
+            self.shape = (max(1, int(shape[0])), max(1, int(shape[1])))
+        self.cursor = (self.shape[0] // 2, self.shape[1] // 2)
         self.auto_window = self.window = (float(auto_window[0]), float(auto_window[1]))
         self.slice_index = min(max(0, depth // 2 if slice_index is None else slice_index),
                                max(0, depth - 1))
@@ -57,6 +67,15 @@ class ViewerState:
 
     def step_slice(self, steps: int) -> None:
         self.set_slice(self.slice_index + steps)
+
+    # -- cross-hair --------------------------------------------------------------------------------
+    def set_cursor(self, row: int, column: int) -> None:
+        """Move the cross-hair to (row, column) of the axial slice (clamped to the slice)."""
+        cursor = (min(max(0, int(row)), self.shape[0] - 1),
+                  min(max(0, int(column)), self.shape[1] - 1))
+        if cursor != self.cursor:
+            self.cursor = cursor
+            self._emit("cursor")
 
     # -- overlay ---------------------------------------------------------------------------------
     def _restyle(self, **changes) -> None:
@@ -89,6 +108,16 @@ class ViewerState:
         organs = list(self.style.organs)
         organs[k] = bool(on)
         self._restyle(organs=tuple(organs))
+
+    def set_colors(self, layer: str, color_set: str) -> None:
+        """The colour set (``COLOR_SETS``) of ``"prediction"`` or ``"truth"``."""
+        if layer not in ("prediction", "truth") or color_set not in COLOR_SETS:
+            raise ValueError(f"unknown layer '{layer}' or colour set '{color_set}' "
+                             f"(sets: {COLOR_SETS})")
+        self._restyle(**{f"{layer}_colors": color_set})
+
+    def set_truth_dashed(self, on: bool) -> None:
+        self._restyle(truth_dashed=bool(on))
 
     def set_opacity(self, opacity: float) -> None:
         self._restyle(opacity=min(max(float(opacity), 0.0), 1.0))

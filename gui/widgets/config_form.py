@@ -11,14 +11,15 @@ from __future__ import annotations
 import dataclasses
 
 from PySide6.QtCore import QObject, QSignalBlocker, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
+from PySide6.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QSizePolicy, QVBoxLayout,
                                QWidget)
 
 from core.config import (SECTIONS, StudioConfig, fields_of, get_value, pinned_value, set_value,
                          validate)
 from core.devices import compile_problem, gpu_available, resolve_placement
 from core.errors import ConfigError
+from gui.widgets.guarded import GuardedComboBox, GuardedSpinBox
 
 GROUPS = ("Data", "Model", "Training", "Hardware")
 HARDWARE_KEYS = ("train.device", "train.precision", "train.num_workers", "train.channels_last",
@@ -49,9 +50,16 @@ class FieldBinding(QObject):
         self.label = QLabel(self.meta["label"])
         self.editor = self._make_editor()
         self.editor.setObjectName(key)
+        # The message's line is kept whether shown or not: a message appearing must not move the
+        # fields below it (the next click would land on the wrong one). One line; all of it in the
+        # tooltip.
         self.message = QLabel()
         self.message.setObjectName("fieldMessage")
-        self.message.setWordWrap(True)
+        self.message.setWordWrap(False)
+        self.message.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+        policy = self.message.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.message.setSizePolicy(policy)
         self.message.hide()
         self.widget = QWidget()
         column = QVBoxLayout(self.widget)
@@ -97,6 +105,7 @@ class FieldBinding(QObject):
 
     def set_problem(self, message: str | None) -> None:
         self.message.setText(_short(self.key, message) if message else "")
+        self.message.setToolTip(_short(self.key, message) if message else "")
         self.message.setVisible(bool(message))
         self.editor.setProperty("invalid", bool(message))
         self.editor.style().unpolish(self.editor)
@@ -119,7 +128,7 @@ class FieldBinding(QObject):
 
 class IntBinding(FieldBinding):
     def _make_editor(self) -> QWidget:
-        box = QSpinBox()
+        box = GuardedSpinBox()
         box.setRange(int(self.meta.get("min", -2**31)), int(self.meta.get("max", 2**31 - 1)))
         box.setSingleStep(int(self.meta.get("step", 1)))
         box.setKeyboardTracking(False)  # validate the typed number, not each keystroke
@@ -150,7 +159,7 @@ class FloatBinding(FieldBinding):
 
 class ChoiceBinding(FieldBinding):
     def _make_editor(self) -> QWidget:
-        combo = QComboBox()
+        combo = GuardedComboBox()
         combo.addItems([str(c) for c in self.meta["choices"]])
         combo.currentIndexChanged.connect(self._changed)
         return combo

@@ -24,6 +24,9 @@ PART_COLOURS = {
     "activations": "#f58518", "workspace": "#b279a2", "cuda_context": "#9d755d",
 }
 PART_NAMES = {"optimizer_state": "optimizer state", "cuda_context": "CUDA context"}
+GRADIENTS_NOTE = ("Gradients 0 B: at the peak (the end of the forward pass) no gradient exists yet; "
+                  "they are allocated during the backward pass as the activations are freed, and "
+                  "released after each optimiser step, so they never add to the peak.")
 
 
 class MemoryBar(QWidget):
@@ -133,7 +136,13 @@ class MemoryPanel(QGroupBox):
         if self._pending is not None:
             self._start_estimate()
 
+    def _hold_height(self) -> None:
+        """Never shrink: the form under the panel must not move when an estimate fails (a click
+        meant for one field would land on another)."""
+        self.setMinimumHeight(max(self.minimumHeight(), self.sizeHint().height()))
+
     def _show_failure(self, message: str, _details: str) -> None:
+        self._hold_height()
         self.estimate = None
         self.bar.set_estimate(None)
         self.summary.setText(f"No estimate: {message}")
@@ -152,8 +161,13 @@ class MemoryPanel(QGroupBox):
             f"<span style='color:{PART_COLOURS.get(name, '#bab0ac')}'>■</span>&nbsp;"
             f"{PART_NAMES.get(name, name).replace(' ', '&nbsp;')}&nbsp;"
             f"{human_bytes(size).replace(' ', '&nbsp;')}" for name, size in est.parts.items()))
-        self.note.setText("\n".join(est.notes))
-        self.note.setVisible(bool(est.notes))
+        notes = list(est.notes)
+        if est.parts.get("gradients", 1) == 0:
+            notes.append(GRADIENTS_NOTE)
+        self.note.setText("\n".join(notes))
+        self.note.setVisible(bool(notes))
+        self.parts.setToolTip(GRADIENTS_NOTE if est.parts.get("gradients", 1) == 0 else "")
+        self._hold_height()
 
     # -- measurements on a real GPU -----------------------------------------------------------------
     def set_training(self, training: bool) -> None:

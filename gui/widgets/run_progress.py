@@ -36,6 +36,13 @@ class RunProgress(QWidget):
     def show_status(self, text: str) -> None:
         self.status.setText(text)
 
+    def on_ended(self, text: str) -> None:
+        """The run has ended (done, stopped, failed): no ETA any more, the bars keep where it got."""
+        self.status.setText(text)
+        if self.started is not None:
+            self.run_bar.setFormat(f"step %v / %m — {text.lower()}")
+        self.started = None
+
     def on_preparing(self, event: Progress) -> None:
         """Before the first step: the scan and cache build report through the run bar."""
         if self.started is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
@@ -24,6 +24,7 @@ MASK_ALPHA = 0.45
 class SlicePreview:
     caption: str
     rgb: np.ndarray  # uint8 (height, width, 3)
+    record: SliceRecord | None = None
 
 
 def pick_preview_slices(index: DatasetIndex, count: int = 8) -> list[SliceRecord]:
@@ -56,7 +57,8 @@ def render_previews(index: DatasetIndex, count: int = 8) -> list[SlicePreview]:
                   if m.any()] if masks is not None else []
         caption = f"{record.id}  ({record.width}×{record.height})\n" + \
             (", ".join(organs) if organs else "no organ")
-        previews.append(SlicePreview(caption, render_overlay(read_png16(record.path), masks)))
+        previews.append(SlicePreview(caption, render_overlay(read_png16(record.path), masks),
+                                     record))
     return previews
 
 
@@ -66,7 +68,26 @@ def to_pixmap(rgb: np.ndarray) -> QPixmap:
     return QPixmap.fromImage(image.copy())  # copy: the QImage must not outlive the numpy buffer
 
 
+class _Tile(QWidget):
+    """One preview; a click asks for its slice to be opened in Review."""
+
+    def __init__(self, grid: "SlicePreviewGrid", record: SliceRecord | None):
+        super().__init__()
+        self.grid, self.record = grid, record
+        if record is not None:
+            self.setCursor(Qt.PointingHandCursor)
+            self.setToolTip(f"{record.id}: click to open this slice on the Review page")
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if event.button() == Qt.LeftButton and self.record is not None:
+            self.grid.slice_clicked.emit(self.record.case_day, self.record.slice_num)
+        super().mousePressEvent(event)
+
+
 class SlicePreviewGrid(QWidget):
+    slice_clicked = Signal(str, int)
+    """(case-day, slice number) of a clicked preview."""
+
     def __init__(self, thumb_size: int = 200, columns: int = 4, parent: QWidget | None = None):
         super().__init__(parent)
         self.thumb_size = thumb_size
@@ -80,7 +101,7 @@ class SlicePreviewGrid(QWidget):
             tile.deleteLater()
         self.tiles = []
         for i, preview in enumerate(previews):
-            tile = QWidget()
+            tile = _Tile(self, preview.record)
             column = QVBoxLayout(tile)
             column.setContentsMargins(0, 0, 0, 0)
             picture = QLabel()

@@ -36,11 +36,18 @@ def test_an_invalid_value_shows_its_message_and_disables_start(qtbot, window, sm
     assert page.start_button.isEnabled()
 
     size = page.form.bindings["data.image_size"]
+    window.tabs.setCurrentWidget(page)
+    epochs = page.form.bindings["train.epochs"].widget
+    qtbot.waitUntil(lambda: epochs.isVisible())
+    before = (epochs.mapTo(page, epochs.rect().topLeft()), page.memory.height())
     size.editor.setValue(100)
+    # The message takes space kept for it: no field below moves, the memory panel keeps its size.
+    assert (epochs.mapTo(page, epochs.rect().topLeft()), page.memory.height()) == before
     assert not size.message.isHidden()
     assert "not a multiple of 32" in size.message.text()
     assert not page.start_button.isEnabled()
     assert "not a multiple of 32" in page.start_button.toolTip()
+    assert "not a multiple of 32" in page.why_label.text() and page.why_label.isVisible()
     size.editor.setValue(96)
     assert size.message.isHidden() and page.start_button.isEnabled()
 
@@ -72,6 +79,7 @@ def test_presets_fill_the_form(qtbot, window, name):
     device = page.form.bindings["train.device"]
     if expected.train.device == "gpu" and not torch.cuda.is_available():
         assert "no CUDA GPU" in device.message.text()  # said before Start, not after
+        assert "no CUDA GPU" in page.why_label.text()  # and next to Start
     else:
         assert device.message.isHidden()
 
@@ -99,3 +107,31 @@ def test_windows_locks_loader_workers_at_zero(qtbot, monkeypatch):
     assert form.config().train.num_workers == 0 and not workers.editor.isEnabled()
     form.set_editable(True)  # nor can the end of a run
     assert not workers.editor.isEnabled()
+
+
+def test_the_wheel_scrolls_the_form_instead_of_changing_values(qtbot, window):
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    page = window.train_page
+    window.tabs.setCurrentWidget(page)
+    preset = page.preset
+    epochs = page.form.bindings["train.epochs"].editor
+    variant = page.form.bindings["model.variant"].editor
+    qtbot.waitUntil(lambda: epochs.isVisible())
+
+    def wheel(widget):
+        center = QPointF(widget.rect().center())
+        event = QWheelEvent(center, QPointF(widget.mapToGlobal(center.toPoint())), QPoint(0, 0),
+                            QPoint(0, -120), Qt.NoButton, Qt.NoModifier, Qt.NoScrollPhase, False)
+        QApplication.sendEvent(widget, event)
+
+    value, choice = epochs.value(), variant.currentIndex()
+    for widget in (epochs, variant, page.preset_combo):
+        wheel(widget)
+    assert (epochs.value(), variant.currentIndex(), page.preset) == (value, choice, preset)
+    epochs.setFocus()  # once focused (clicked or tabbed into) the wheel is the field's
+    qtbot.waitUntil(epochs.hasFocus)
+    wheel(epochs)
+    assert epochs.value() == value - 1

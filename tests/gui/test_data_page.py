@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from core import paths
@@ -61,6 +62,39 @@ def test_a_bad_folder_shows_a_readable_error_and_the_page_stays_usable(qtbot, wi
     dialog.close()
     qtbot.waitUntil(lambda: page.open_button.isEnabled(), timeout=10_000)
     assert window.state.index is None
+    assert page.folder_edit.text() == ""  # not the bad path: nothing is open
+
+
+def test_a_failed_open_keeps_the_open_dataset_and_its_path(qtbot, window, small_demo, tmp_path):
+    page = window.data_page
+    open_dataset(qtbot, window, small_demo)
+    index = window.state.index
+    (tmp_path / "not a dataset").mkdir()
+    page.folder_edit.setText(str(tmp_path / "not a dataset"))  # typed or pasted, then Enter
+    page.folder_edit.returnPressed.emit()
+    qtbot.waitUntil(lambda: _error_dialog(page) is not None, timeout=30_000)
+    _error_dialog(page).close()
+    qtbot.waitUntil(lambda: not page.task.is_running, timeout=10_000)
+    assert page.folder_edit.text() == str(small_demo) and window.state.index is index
+    page.rescan_button.click()  # rescans the dataset that is open, not the failed path
+    qtbot.waitUntil(lambda: window.state.index is not index, timeout=60_000)
+    assert window.state.dataset_dir == small_demo
+
+
+def test_a_typed_path_opens_and_a_preview_opens_its_slice_in_review(qtbot, window, small_demo):
+    page = window.data_page
+    page.folder_edit.setText(f"  {small_demo}  ")
+    page.folder_edit.returnPressed.emit()
+    qtbot.waitUntil(lambda: window.state.index is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: not page.task.is_running, timeout=10_000)
+    tile = page.preview.tiles[0]
+    record = page.previews[0].record
+    qtbot.mouseClick(tile, Qt.LeftButton)
+    review = window.review_page
+    assert window.tabs.currentWidget() is review
+    qtbot.waitUntil(lambda: review.result is not None, timeout=60_000)
+    assert review.result.case_day == record.case_day
+    assert review.result.records[review.viewer.slice_index].slice_num == record.slice_num
 
 
 def test_cache_build_can_be_cancelled_and_then_built(qtbot, window, small_demo):

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PySide6.QtCore import Qt
 
 from core.data import ORGANS
 from core.export import ORGAN_COLORS, read_mask_png
-from gui.review.overlay import (AGREEMENT_COLOR, FALSE_NEGATIVE_COLOR, FALSE_POSITIVE_COLOR, OverlayStyle,
-                                boundary, compose_overlay, organ_color)
+from gui.review.overlay import (FALSE_NEGATIVE_COLOR, FALSE_POSITIVE_COLOR, OverlayStyle, boundary,
+                                compose_overlay, dashes, layer_color, organ_color)
 from gui.review.viewer_state import ViewerState
 
 H, W = 310, 360  # the demo's non-square size: 360 wide, 310 high
@@ -60,8 +61,24 @@ def test_hidden_layers_and_organ_toggles_remove_colour():
 def test_truth_is_drawn_in_a_paler_tint_under_the_prediction():
     truth = square_masks(left=100)
     rgba = compose_overlay(np.zeros_like(truth), truth, OverlayStyle(truth="contour"))
-    assert tuple(rgba[40, 110, :3]) == organ_color("large_bowel", truth=True)
+    assert tuple(rgba[40, 111, :3]) == organ_color("large_bowel", truth=True)
     assert organ_color("large_bowel", truth=True) != ORGAN_COLORS["large_bowel"]
+
+
+def test_truth_contour_is_dashed_and_layers_take_their_own_colour_sets():
+    truth = square_masks(left=100)
+    pred = square_masks(left=200)
+    style = OverlayStyle(prediction="contour", truth="contour", truth_colors="yellow")
+    rgba = compose_overlay(pred, truth, style)
+    top_truth = rgba[40, 100:130, 3] > 0
+    # Dashes of DASH pixels on the slice's own grid: the same pattern whatever the crop.
+    assert np.array_equal(top_truth, dashes((1, 30), (40, 100))[0])
+    assert 0 < top_truth.sum() < 30
+    assert (rgba[40, 200:230, 3] == 255).all()  # the prediction's contour is solid
+    assert tuple(rgba[40, 111, :3]) == layer_color("large_bowel", "yellow") == (240, 228, 66)
+    assert tuple(rgba[40, 210, :3]) == ORGAN_COLORS["large_bowel"]
+    solid = compose_overlay(pred, truth, OverlayStyle(truth="contour", truth_dashed=False))
+    assert (solid[40, 100:130, 3] == 255).all()
 
 
 def test_overlapping_organs_both_stay_visible():
@@ -80,9 +97,13 @@ def test_errors_mode_colours_false_positives_and_negatives():
     rgba = compose_overlay(pred, truth, OverlayStyle(errors=True))
     assert tuple(rgba[55, 202, :3]) == FALSE_POSITIVE_COLOR
     assert tuple(rgba[55, 235, :3]) == FALSE_NEGATIVE_COLOR
-    assert tuple(rgba[55, 220, :3]) == AGREEMENT_COLOR  # agreed: faint white
-    assert rgba[55, 220, 3] < rgba[55, 202, 3]
+    assert rgba[55, 220, 3] == 0  # agreed: left unfilled, the image shows through
     assert not rgba[~(pred[0] | truth[0])].any()
+    # Which organ is wrong: the organ's outline around its errors, in the organ's colour.
+    assert tuple(rgba[55, 200, :3]) == tuple(rgba[40, 220, :3]) == ORGAN_COLORS["large_bowel"]
+    small = compose_overlay(square_masks(organ=1), square_masks(left=210, organ=1),
+                            OverlayStyle(errors=True))
+    assert tuple(small[55, 200, :3]) == ORGAN_COLORS["small_bowel"]
     # Without truth the errors mode shows the prediction.
     fallback = compose_overlay(pred, None, OverlayStyle(errors=True))
     assert tuple(fallback[55, 215, :3]) == ORGAN_COLORS["large_bowel"]
@@ -119,8 +140,9 @@ def synthetic_result(depth=5, spacing=(1.0, 2.0), with_truth=True):
     from core.metrics import score_case_day
     from core.review import CaseDayResult
 
-    records = [SliceRecord(f"case1_day2_slice_{i + 1:04d}", 1, 2, i + 1, Path(f"s{i}.png"), W, H,
-                           spacing) for i in range(depth)]
+    # Slice numbers as in file names, not positions: 5, 7, 9, … (a case-day need not start at 1).
+    records = [SliceRecord(f"case1_day2_slice_{2 * i + 5:04d}", 1, 2, 2 * i + 5, Path(f"s{i}.png"),
+                           W, H, spacing) for i in range(depth)]
     images = np.arange(depth * H * W, dtype=np.uint16).reshape(depth, H, W) % 4000
     pred = np.stack([square_masks() for _ in range(depth)])
     pred[1] = False  # one slice with nothing predicted
@@ -215,7 +237,7 @@ def test_keys_wheel_and_slider_move_through_slices(page, qtbot):
     qtbot.keyClick(view, Qt.Key_End)
     assert state.slice_index == 29
     qtbot.keyClick(view, Qt.Key_Home)
-    assert "slice 1 (1/30)" == page.slice_label.text()
+    assert "slice 5 (1/30)" == page.slice_label.text()
 
     centre = QPointF(view.viewport().rect().center())
     def wheel(delta, modifiers=Qt.NoModifier):
@@ -273,7 +295,34 @@ def test_scores_worst_slices_and_jump(page):
     expected = result.score.dice_per_slice[3, 0]
     assert page.scores.table.item(0, 1).text() == f"{expected:.3f}"
     assert page.scores.table.item(1, 1).text() == "—"  # skipped organ
-    assert page.scores.cursor.value() == 3
+    # One slice number everywhere: the file name's (slice 11 is the 4th slice here).
+    assert page.scores.cursor.value() == 11 == result.records[3].slice_num
+    assert page.slice_label.text() == "slice 11 (4/6)"
+    assert "slice    7" in first.text()
+    x, y = page.scores.curves[0].getData()
+    assert list(x) == [5, 7, 9, 11, 13, 15]
+
+
+def test_clicking_the_dice_plot_opens_the_slice_with_that_number(page, qtbot):
+    from PySide6.QtCore import QPointF
+    from PySide6.QtTest import QTest
+
+    page.show_result(synthetic_result(depth=6))
+    plot = page.scores.plot
+    qtbot.waitUntil(lambda: plot.isVisible())
+    view_box = plot.getPlotItem().vb
+    scene = view_box.mapViewToScene(QPointF(13, 0.5))
+    QTest.mouseClick(plot.viewport(), Qt.LeftButton, pos=plot.mapFromScene(scene))
+    assert page.viewer.slice_index == 4  # slice 13, not position 13 or 14
+
+
+def test_before_any_prediction_nothing_claims_there_is_no_ground_truth(page):
+    assert "No ground truth" not in page.scores.summary.text()
+    assert "Predict" in page.scores.summary.text()
+    axis = page.scores.plot.getAxis("bottom")
+    assert axis.labelText == "slice" and not axis.autoSIPrefix
+    low, high = page.scores.plot.getPlotItem().vb.viewRange()[0]
+    assert low > 0 and high < 10
 
 
 def test_without_truth_only_predictions_are_shown(page):
@@ -377,3 +426,147 @@ def test_dataset_without_ground_truth_shows_predictions_only(qtbot, small_demo, 
         assert page.export_submission(tmp_path / "submission.csv") == result.depth
     finally:
         page.shutdown()
+
+
+# -- page-wide keys, the readout, three planes, figure ------------------------------------------
+def test_keys_work_after_clicking_a_side_control(page, qtbot):
+    from PySide6.QtTest import QTest
+
+    page.show_result(synthetic_result(depth=6))
+    page.window().activateWindow()
+    qtbot.waitUntil(lambda: page.window().isActiveWindow())
+    page.scores.worst.setFocus()  # the worst-slices list, then a combo box: keys still page-wide
+    start = page.viewer.slice_index
+    QTest.keyClick(page.scores.worst, Qt.Key_End)
+    assert page.viewer.slice_index == 5 != start
+    page.display.mode_boxes["prediction"].setFocus()
+    QTest.keyClick(page.display.mode_boxes["prediction"], Qt.Key_Home)
+    assert page.viewer.slice_index == 0
+    QTest.keyClick(page.display.mode_boxes["prediction"], Qt.Key_2)
+    assert page.viewer.style.organs == (True, False, True)
+
+
+def test_the_cursor_readout_follows_wheel_and_keys(page, qtbot):
+    from PySide6.QtCore import QPointF
+
+    page.show_result(synthetic_result(depth=6))
+    view = page.slice_view
+    center = view.image_item.mapToScene(QPointF(210.5, 50.5))
+    view.scene().sigMouseMoved.emit(center)
+    assert page.hover_label.text().startswith("slice 11 (4/6)")  # the middle slice, numbered 11
+    page.viewer.step_slice(1)  # what a key or the wheel does
+    assert page.hover_label.text().startswith("slice 13 (5/6)")
+    assert "x 210, y 50" in page.hover_label.text()
+
+
+def test_three_planes_reformat_at_the_true_spacing_with_a_linked_cross_hair(page, qtbot):
+    result = synthetic_result(depth=6, spacing=(1.5, 1.5))
+    page.layout_box.setCurrentIndex(1)
+    page.show_result(result)
+    coronal, sagittal = page.coronal_view, page.sagittal_view
+    qtbot.waitUntil(lambda: coronal.isVisible() and coronal.image_item.image is not None)
+    row, column = page.viewer.cursor
+    assert (row, column) == (H // 2, W // 2)
+    # Coronal: row `row` of every slice; sagittal: column `column`; 3 mm between slices.
+    assert np.array_equal(coronal.image_item.image, result.images[:, row, :])
+    assert np.array_equal(sagittal.image_item.image, result.images[:, :, column])
+    rect = coronal.image_item.mapRectToParent(coronal.image_item.boundingRect())
+    assert (rect.width(), rect.height()) == pytest.approx((W * 1.5, 6 * 3.0))
+    # The masks in a reformat are the masks of that row.
+    page.viewer.set_cursor(55, column)
+    expected = compose_overlay(np.ascontiguousarray(result.prediction[:, :, 55, :].transpose(1, 0, 2)),
+                               np.ascontiguousarray(result.truth[:, :, 55, :].transpose(1, 0, 2)),
+                               page.viewer.style)
+    assert np.array_equal(coronal.overlay_rgba, expected) and expected[..., 3].any()
+    # Clicking in the coronal view picks the slice and the column; the other views follow.
+    coronal._move_cross(215, 4)
+    assert page.viewer.slice_index == 4 and page.viewer.cursor == (55, 215)
+    assert np.array_equal(page.slice_view.image_item.image, result.images[4])
+    assert page.slice_view.lines["vertical"].value() == pytest.approx(215.5 * 1.5)
+    assert sagittal.lines["horizontal"].value() == pytest.approx(4.5 * 3.0)
+    # Dragging a cross-hair line moves the plane.
+    sagittal.lines["vertical"].setValue(60.2 * 1.5)
+    assert page.viewer.cursor == (60, 215)
+    assert np.array_equal(coronal.image_item.image, result.images[:, 60, :])
+    page.layout_box.setCurrentIndex(0)
+    assert not coronal.isVisible()
+
+
+def test_figure_export_has_the_image_pixels_and_a_caption(page, tmp_path):
+    from PySide6.QtGui import QImage
+
+    result = synthetic_result(depth=4, spacing=(1.0, 1.0))
+    page.show_result(result)
+    page.viewer.set_mode("truth", "hidden")
+    path = page.export_view(tmp_path / "figure.png", scale=2)
+    image = QImage(str(path))
+    assert image.width() == 2 * W and image.height() > 2 * H  # no border; a caption under it
+    # A predicted pixel (row 55, column 215) sits on its 2×2 block, in the organ's colour blend.
+    colour = image.pixelColor(2 * 215, 2 * 55)
+    assert colour.red() > colour.blue()  # large bowel (orange-ish) over a grey pixel
+    assert image.pixelColor(5, 2 * H + 5).name() == "#ffffff"  # the caption's white background
+
+
+def test_a_case_day_opens_with_its_true_masks_when_there_is_no_run(qtbot, small_demo):
+    page = open_page(qtbot, small_demo, small_demo / "no-runs" / "x")
+    try:
+        case_day = page.case_box.itemData(0)
+        number = page.studio.index.case_days()[case_day][3].slice_num
+        page.open_case_day(case_day, number)
+        qtbot.waitUntil(lambda: page.result is not None, timeout=60_000)
+        assert not page.result.has_prediction and page.result.truth is not None
+        assert page.result.records[page.viewer.slice_index].slice_num == number
+        assert "true masks only" in page.scores.summary.text()
+    finally:
+        page.shutdown()
+
+
+def test_fold_roles_summary_and_exports_of_several_case_days(qtbot, demo_dataset, trained_run,
+                                                              tmp_path):
+    from core.data.datamodule import split_for
+    from core.runs import RunFolder
+
+    run_dir = trained_run[0]
+    page = open_page(qtbot, demo_dataset, run_dir)
+    try:
+        _train, validation = split_for(page.studio.index, RunFolder(run_dir).config())
+        labels = [page.case_box.itemText(i) for i in range(page.case_box.count())]
+        for text in labels:
+            case = int(text.split("_")[0].removeprefix("case"))
+            assert text.endswith("· validation" if case in validation else "· training")
+        expected = page.validation_case_days()
+        assert expected and len(expected) < len(labels)
+        page.score_fold()
+        qtbot.waitUntil(lambda: len(page.fold.scores) == len(expected), timeout=240_000)
+        qtbot.waitUntil(lambda: not page.task.is_running)
+        shown = page.fold.case_days()
+        assert sorted(shown) == sorted(expected)
+        scores = {s.case_day: s.score for s in page.fold.scores}
+        assert [scores[c] for c in shown] == sorted(scores.values())  # worst first
+        page.fold.table.cellClicked.emit(0, 0)
+        qtbot.waitUntil(lambda: page.result is not None and page.result.case_day == shown[0])
+        # Masks of every validation case-day, with a message naming what was written.
+        page.scope_box.setCurrentIndex(page.scope_box.findData("validation"))
+        files = page.export_masks(tmp_path / "masks", page.export_case_days("validation"))
+        slices = sum(len(page.studio.index.case_days()[c]) for c in expected)
+        assert len(files) == slices
+        page._report_export(f"Wrote {len(files)} mask PNGs", files)
+        assert page.settings.export_dir == tmp_path / "masks"
+        assert f"Wrote {slices} mask PNGs" in page.export_status.text()
+    finally:
+        page.shutdown()
+
+
+def test_review_lists_a_new_run_when_shown(qtbot, demo_dataset, trained_run, tmp_path):
+    run_dir = trained_run[0]
+    root = tmp_path / "runs"
+    root.mkdir()
+    page = open_page(qtbot, demo_dataset, root / "x")
+    page.runs_root = root
+    page.refresh_runs()
+    assert page.run_box.count() == 0
+    shutil.copytree(run_dir, root / run_dir.name)  # a run finished meanwhile
+    page.hide()
+    page.show()  # coming back to the page
+    assert page.run_box.count() == 1
+    page.shutdown()

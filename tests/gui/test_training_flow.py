@@ -29,6 +29,9 @@ def test_start_stop_resume_and_runs_page(qtbot, window, small_demo):
     assert window.runner.state == "running"
     assert not page.start_button.isEnabled() and page.stop_button.isEnabled()
     run_dir = window.runner.run_dir
+    # While it trains, the demo dataset (possibly the one trained on) is not rewritten.
+    assert not window.data_page.demo_button.isEnabled()
+    assert not window.data_page.offer_button.isEnabled()
     qtbot.waitUntil(lambda: len(page.charts.train_loss.x) >= 3, timeout=120_000)
 
     page.stop_button.click()
@@ -39,6 +42,8 @@ def test_start_stop_resume_and_runs_page(qtbot, window, small_demo):
     assert not page.banner.isHidden() and page.banner.kind == "warning"
     assert page.start_button.isEnabled() and not page.stop_button.isEnabled()
     assert page.resume_button.isEnabled()
+    assert "ETA" not in page.progress.run_bar.format() and "stopped" in page.progress.run_bar.format()
+    assert window.data_page.demo_button.isEnabled()
     stopped_at = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"]
 
     page.resume_button.click()
@@ -78,6 +83,18 @@ def test_the_event_loop_keeps_running_during_training(qtbot, window, small_demo)
     timer.stop()
     assert page.last_result.status == "finished"
     assert len(page.charts.train_loss.x) >= 4 and len(page.charts.mean_dice.x) == 2
+    # The Review page lists the run by itself, with its final best score, and the banner opens it.
+    review = window.review_page
+    run_dir = window.runner.run_dir
+    assert review.run_box.findData(str(run_dir)) >= 0
+    best = f"{page.last_result.best_score:.3f}"
+    assert best in review.run_box.itemText(review.run_box.findData(str(run_dir)))
+    assert page.review_button.isVisible()
+    page.review_button.click()
+    assert window.tabs.currentWidget() is review and review.selected_run() == run_dir
+    first = review.validation_case_days()[0]
+    qtbot.waitUntil(lambda: review.result is not None, timeout=120_000)
+    assert review.result.case_day == first
     gaps = np.diff([started, *ticks, ended])
     # Generous bounds for a shared 2-core CI machine; benchmarks/gui_latency.py measures the goal
     # (p99 < 50 ms, max < 200 ms).
