@@ -7,6 +7,7 @@
     python main.py train ...            train a model into a run folder
     python main.py predict ...          predict masks, write submission.csv / mask PNGs
     python main.py evaluate ...         score a submission against train.csv
+    python main.py export-onnx ...      export a trained model as ONNX (onnxruntime engine)
     python main.py estimate ...         GPU memory estimate for a config
 
 This file is the one place that knows both layers: it decides between the window (``gui``) and a

@@ -20,6 +20,7 @@ COMMANDS = {
     "scan": ("core.cli.scan", "check a dataset folder and print its report"),
     "train": ("core.cli.train", "train a SegFormer model into a run folder"),
     "predict": ("core.cli.predict", "predict masks with a trained model; write submission.csv"),
+    "export-onnx": ("core.cli.export_onnx", "export a trained model as ONNX (for onnxruntime)"),
     "evaluate": ("core.cli.evaluate", "score a submission.csv against the dataset's train.csv"),
     "estimate": ("core.cli.estimate", "estimate peak GPU training memory for a config"),
 }

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder (Kaggle layout)")
+    parser.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder: Kaggle layout, "
+                        "NIfTI (nnU-Net/MSD or flat) or DICOM series")
+    parser.add_argument("--labels", metavar="ORGAN=N,...", help="label values of NIfTI/DICOM "
+                        "labels, e.g. stomach=1,small_bowel=2,large_bowel=3 (default: dataset.json's "
+                        "names); remembered for the folder")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -12,8 +16,10 @@ def run(args) -> int:
     import json
 
     from core.data.scan import scan_dataset
+    from core.data.volumes import parse_labels
 
-    report = scan_dataset(args.data_dir).report
+    labels = parse_labels(args.labels) if args.labels else None
+    report = scan_dataset(args.data_dir, labels=labels).report
     if args.json:
         data = report.to_dict()
         print(json.dumps({k: data[k] for k in ("cases", "case_days", "slices", "slices_with",

@@ -98,6 +98,8 @@ class DatasetIndex:
     slices: list[SliceRecord]
     has_labels: bool
     report: DatasetReport
+    volumes: dict = field(default_factory=dict)
+    """NIfTI/DICOM input: case-day → ``core.data.volumes.VolumeGeometry`` of its source volume."""
 
     def case_days(self) -> dict[str, list[SliceRecord]]:
         """Slices grouped by case-day, each group in slice order (the z order of the scan)."""
@@ -235,8 +237,12 @@ def _find_images(root: Path, problems: list[Problem]) -> list[tuple[int, int, in
 
 
 def scan_dataset(root: str | Path, progress: Callable[[Progress], None] | None = None,
-                 cancel: Callable[[], bool] | None = None) -> DatasetIndex:
+                 cancel: Callable[[], bool] | None = None,
+                 labels: dict[str, int] | None = None) -> DatasetIndex:
     """Index a dataset folder, check every file header and RLE, and build its report.
+
+    A NIfTI (nnU-Net/MSD or flat) or DICOM folder is converted to this layout first
+    (``core.data.volumes``; ``labels``: organ → label value, else dataset.json's names).
 
     ``progress`` receives ``Progress("scan", done, total)``; ``cancel()`` returning True stops the
     scan with ``CancelledError``. Image pixels are not decoded here (the cache build decodes them and
@@ -245,6 +251,15 @@ def scan_dataset(root: str | Path, progress: Callable[[Progress], None] | None =
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder '{root}' does not exist")
+    from core.data.volumes import convert_dataset, detect_layout
+
+    layout = detect_layout(root)
+    if layout not in (None, "kaggle"):
+        converted, volumes, found = convert_dataset(root, layout, labels, progress, cancel)
+        index = scan_dataset(converted, progress, cancel)
+        index.root, index.report.root, index.volumes = root, str(root), volumes
+        index.report.problems[:0] = [Problem(*p) for p in found]
+        return index
     problems: list[Problem] = []
     csv_path = root / "train.csv"
     has_labels = csv_path.is_file()
