@@ -85,6 +85,12 @@ class CaseDayScore:
         scored = self.dice_per_slice[~np.isnan(self.dice_per_slice)]
         return float(scored.mean()) if scored.size else 1.0
 
+    def organ_dice(self, k: int) -> float:
+        """Mean Dice of organ ``k`` over the slices that score it (NaN when every slice skips it)."""
+        values = self.dice_per_slice[:, k]
+        values = values[~np.isnan(values)]
+        return float(values.mean()) if values.size else math.nan
+
     @property
     def score(self) -> float:
         """``0.4 × dice + 0.6 × (1 − hausdorff)`` of this case-day alone (a skipped Hausdorff is 0)."""

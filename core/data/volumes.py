@@ -436,12 +436,18 @@ def _to_uint16(data: np.ndarray, where: str, problems: list) -> np.ndarray:
     return np.round((data - low) * scale).astype(np.uint16)
 
 
-def _check_image(data: np.ndarray, where: str, problems: list) -> np.ndarray | None:
-    """A 3-D image array, or None with the problem listed (empty, 4-D)."""
+def _as_3d(data: np.ndarray) -> np.ndarray:
+    """A single-volume 4-D array or a 2-D slice as a 3-D volume (other shapes unchanged)."""
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 2:
         data = data[:, :, None]
+    return data
+
+
+def _check_image(data: np.ndarray, where: str, problems: list) -> np.ndarray | None:
+    """A 3-D image array, or None with the problem listed (empty, 4-D)."""
+    data = _as_3d(data)
     if data.ndim != 3:
         problems.append(("error", where, f"{data.ndim}-D image of shape {data.shape}; give one 3-D "
                          "volume per case (split a time series or channels into files, e.g. "
@@ -559,10 +565,7 @@ def _aligned_labels(path: Path, root: Path, geometry: VolumeGeometry, problems: 
     if loaded is None:
         return None
     image, data, where = loaded
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim == 2:
-        data = data[:, :, None]
+    data = _as_3d(data)
     if data.ndim != 3:
         problems.append(("error", where, f"{data.ndim}-D label volume {data.shape}; expected 3-D; "
                          "case left out"))

@@ -240,17 +240,15 @@ class ReviewPage(QWidget):
     def _on_run_changed(self) -> None:
         run, index = self.selected_run(), self.studio.index
         self.roles = fold_roles(RunFolder(run), index) if run is not None and index else {}
+        groups = index.case_days() if index is not None else {}
         for i in range(self.case_box.count()):
             case_day = self.case_box.itemData(i)
-            self.case_box.setItemText(i, self._case_label(case_day))
+            role = self.roles.get(case_day)
+            self.case_box.setItemText(i, f"{case_day} ({len(groups[case_day])} slices)"
+                                      + (f" · {role}" if role else ""))
         if self.fold.scores and (run is None or self.fold.property("run") != str(run)):
             self.fold.clear()
         self._update_buttons()
-
-    def _case_label(self, case_day: str) -> str:
-        records = self.studio.index.case_days()[case_day]
-        role = self.roles.get(case_day)
-        return f"{case_day} ({len(records)} slices)" + (f" · {role}" if role else "")
 
     def _on_dataset(self) -> None:
         self.case_box.clear()
@@ -322,13 +320,13 @@ class ReviewPage(QWidget):
         self._start(lambda progress, cancel: self.session.compute(run_dir, index, case_day,
                                                                   progress, cancel),
                     f"{case_day}…", self._on_predicted,
-                    failed_title=f"{case_day} with {run_dir.name}", retry=(run_dir, case_day))
+                    failed_title=f"{case_day} with {run_dir.name}")
 
-    def _start(self, fn, label: str, on_success, failed_title: str = "", retry=None) -> None:
+    def _start(self, fn, label: str, on_success, failed_title: str = "") -> None:
         """Run ``fn(progress, cancel)`` in the background (one task at a time: a new request cancels
         the running one and starts when it has ended)."""
         if self.task is not None and self.task.is_running:
-            self._pending = (fn, label, on_success, failed_title, retry)
+            self._pending = (fn, label, on_success, failed_title)
             self.task.cancel()
             return
         self.task = BackgroundTask(fn, "review", self)

@@ -20,6 +20,7 @@ from core.data import ORGANS
 from core.review import CaseDayResult, slice_dice
 from gui.review.overlay import (FALSE_NEGATIVE_COLOR, FALSE_POSITIVE_COLOR, OverlayStyle,
                                 compose_overlay, layer_color)
+from gui.review.scores import fmt
 
 SCALES = (1, 2, 3, 4, 6, 8)
 
@@ -44,10 +45,6 @@ def enlarge(rgb: np.ndarray, scale: int, spacing: tuple[float, float]) -> np.nda
     return cv2.resize(rgb, (out_w, out_h), interpolation=cv2.INTER_NEAREST)
 
 
-def _fmt(value: float) -> str:
-    return "—" if value is None or math.isnan(value) else f"{value:.3f}"
-
-
 def caption_lines(result: CaseDayResult, index: int, run_name: str) -> list[str]:
     record = result.records[index]
     lines = [f"{result.case_day} · slice {record.slice_num} ({index + 1}/{result.depth})"
@@ -55,10 +52,10 @@ def caption_lines(result: CaseDayResult, index: int, run_name: str) -> list[str]
     if result.score is not None:
         score = result.score
         per_slice = slice_dice(result, index)
-        lines.append(f"case-day: Dice {_fmt(score.dice)} · Hausdorff {_fmt(score.hausdorff)} · "
-                     f"score {_fmt(score.score)}")
+        lines.append(f"case-day: Dice {fmt(score.dice)} · Hausdorff {fmt(score.hausdorff)} · "
+                     f"score {fmt(score.score)}")
         lines.append("this slice: Dice " + ", ".join(
-            f"{o.replace('_', ' ')} {_fmt(v)}" for o, v in zip(ORGANS, per_slice)))
+            f"{o.replace('_', ' ')} {fmt(v)}" for o, v in zip(ORGANS, per_slice)))
     else:
         lines.append("no ground truth: prediction only")
     return lines

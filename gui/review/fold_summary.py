@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QTableWid
 
 from core.data import ORGANS
 from core.metrics import CaseDayScore
+from gui.review.scores import fmt
 
 COLUMNS = ("Case-day", *(f"Dice {o.replace('_', ' ')}" for o in ORGANS), "Dice", "Hausdorff",
            "Score")
@@ -25,7 +26,7 @@ class _Number(QTableWidgetItem):
     """A cell that sorts by its value (NaN, shown as "—", last)."""
 
     def __init__(self, value: float):
-        super().__init__("—" if math.isnan(value) else f"{value:.3f}")
+        super().__init__(fmt(value))
         self.value = value
         self.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
 
@@ -35,13 +36,6 @@ class _Number(QTableWidgetItem):
             theirs = math.inf if math.isnan(other.value) else other.value
             return mine < theirs
         return super().__lt__(other)
-
-
-def organ_dice(score: CaseDayScore, k: int) -> float:
-    """Mean Dice of organ ``k`` over the case-day's scored slices (NaN when every slice skips it)."""
-    values = score.dice_per_slice[:, k]
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else math.nan
 
 
 class FoldSummary(QWidget):
@@ -82,7 +76,7 @@ class FoldSummary(QWidget):
             name = QTableWidgetItem(score.case_day)
             name.setData(Qt.UserRole, score.case_day)
             self.table.setItem(row, 0, name)
-            values = [organ_dice(score, k) for k in range(len(ORGANS))]
+            values = [score.organ_dice(k) for k in range(len(ORGANS))]
             values += [score.dice, score.hausdorff, score.score]
             for column, value in enumerate(values, start=1):
                 self.table.setItem(row, column, _Number(float(value)))

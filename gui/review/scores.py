@@ -134,9 +134,7 @@ class ScoresPanel(QWidget):
             if result.score is None:
                 values = ("—", "—", "—")
             else:
-                organ_dice = result.score.dice_per_slice[:, k]
-                scored = organ_dice[~np.isnan(organ_dice)]
-                values = (fmt(per_slice[k]), fmt(float(scored.mean()) if scored.size else math.nan),
+                values = (fmt(per_slice[k]), fmt(result.score.organ_dice(k)),
                           fmt(float(result.score.hausdorff_per_organ[k])))
             for column, text in enumerate(values, start=1):
                 self.table.item(k, column).setText(text)

@@ -254,16 +254,13 @@ class PlaneView(pg.GraphicsLayoutWidget):
         self._last_scene_pos = scene_pos
         column, row = self.image_pixel(scene_pos)
         rows, cols = self.image_item.image.shape
+        inside = 0 <= row < rows and 0 <= column < cols
         if self.plane == "axial":
             i, y, x = self.state.slice_index, row, column
-            inside = 0 <= row < rows and 0 <= column < cols
-        else:
-            i = row
+        else:  # a reformat's rows are the slices
+            i = row if inside else self.state.slice_index
             y, x = (self.state.cursor[0], column) if self.plane == "coronal" else \
                 (column, self.state.cursor[1])
-            inside = 0 <= row < rows and 0 <= column < cols
-            if not inside:
-                i = self.state.slice_index
         result = self.result
         record = result.records[i]
         text = ("" if self.plane == "axial" else f"{self.plane}: ") + \
