@@ -30,6 +30,8 @@ import logging
 import os
 import shutil
 import socket
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,6 +60,10 @@ METRIC_COLUMNS = (["epoch", "step", "train_loss", "val_loss", "val_dice"]
                   + ["val_hausdorff", "val_score", "lr", "images_per_sec", "time"])
 """The columns of ``metrics.csv``, fixed: a training row fills ``train_loss, lr, images_per_sec``, a
 validation row the ``val_*`` columns; both have ``epoch, step, time``."""
+
+_INFO_WRITES = threading.Lock()
+"""Serialises ``update_info``'s read-change-write in this process: the GUI naming a run while the
+training thread records a status must not drop either change."""
 
 RESUMABLE_STATUSES = ("stopped", "running", "interrupted", "aborted", "failed")
 """A run in one of these states continues from ``last.ckpt`` (``running`` without a live process was
@@ -89,7 +95,9 @@ class RunInfo:
     """File name of the best checkpoint in ``checkpoints/`` (as ``ModelCheckpoint`` reported it)."""
     best_step: int | None = None
     name: str = ""
+    """What a person named the run (empty: it goes by its folder name)."""
     note: str = ""
+    """A person's note about the run (what was tried, what came of it)."""
     parent: str = ""
     """The run this one started from (a fine-tune), as a folder path; empty for a fresh run."""
     error: str = ""
@@ -115,6 +123,10 @@ class RunInfo:
         data = asdict(self)
         data.pop("damaged")
         return data
+
+    def title(self, folder_name: str) -> str:
+        """The name to show: the person's name for the run, else its folder's name."""
+        return self.name.strip() or folder_name
 
     @property
     def created_time(self) -> datetime | None:
@@ -328,18 +340,21 @@ class RunFolder:
         atomic_write_text(self.info_path, json.dumps(info.to_dict(), indent=2))
 
     def update_info(self, **changes) -> RunInfo:
-        """Change some fields of ``run.json`` (atomically). A damaged file is replaced; a write
-        failure is logged, not raised (the run itself must go on)."""
-        info = self.info()
-        for key, value in changes.items():
+        """Change some fields of ``run.json`` (atomically), keeping the others as the file has them
+        now. A damaged file is replaced; a write failure is logged, not raised (the run itself must
+        go on)."""
+        for key in changes:
             if key not in RunInfo.__dataclass_fields__:
                 raise KeyError(key)
-            setattr(info, key, value)
-        info.damaged = ""
-        try:
-            self.write_info(info)
-        except OSError as exc:
-            log.warning("could not update %s: %s", self.info_path, os_error_message(exc))
+        with _INFO_WRITES:
+            info = self.info()
+            for key, value in changes.items():
+                setattr(info, key, value)
+            info.damaged = ""
+            try:
+                self.write_info(info)
+            except OSError as exc:
+                log.warning("could not update %s: %s", self.info_path, os_error_message(exc))
         return info
 
     def status(self, info: RunInfo | None = None) -> str:
@@ -527,6 +542,45 @@ def config_summary(cfg: StudioConfig | None) -> str:
     return (f"{cfg.model.variant.upper()} · {cfg.data.image_size} px · batch "
             f"{cfg.train.batch_size} · {cfg.train.epochs} epochs · lr {cfg.train.lr:g} · "
             f"{cfg.train.device}")
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    """One setting across the compared runs: its values in the runs' order (None where a run has no
+    such setting, or no readable settings) and whether they differ."""
+
+    key: str
+    values: tuple
+    differs: bool
+
+
+def flatten_settings(settings: StudioConfig | Mapping[str, Any] | None,
+                     prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one level of dotted keys: ``{"model": {"variant": "b0"}}`` →
+    ``{"model.variant": "b0"}`` (an already flat mapping comes back as it is; None gives ``{}``)."""
+    if settings is None:
+        return {}
+    if isinstance(settings, StudioConfig):
+        settings = settings.to_dict()
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def settings_table(settings: Sequence[StudioConfig | Mapping[str, Any] | None]) -> list[SettingRow]:
+    """The settings of several runs side by side: one row per dotted key that any run has (in the
+    order first seen), its values in the order of ``settings``, and whether they differ."""
+    flat = [flatten_settings(s) for s in settings]
+    keys = list(dict.fromkeys(key for run in flat for key in run))
+    rows = []
+    for key in keys:
+        values = tuple(run.get(key) for run in flat)
+        rows.append(SettingRow(key, values, any(v != values[0] for v in values[1:])))
+    return rows
 
 
 def write_metric_rows(path: Path, rows: list[dict[str, Any]]) -> None:

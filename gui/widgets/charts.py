@@ -1,8 +1,9 @@
 """Live charts with pyqtgraph: training curves from session events, device readings once a second.
 
 ``TrainingCharts`` takes ``TrainingStep`` and ``ValidationResult`` events — live from a run, or rebuilt
-from a run's metrics.csv — and redraws once per batch of events. ``DeviceCharts`` polls a
-``core.monitor.DeviceMonitor`` every second and keeps the last five minutes.
+from a run's metrics.csv — and redraws once per batch of events. ``CompareCharts`` overlays the
+curves of several runs, one colour per run. ``DeviceCharts`` polls a ``core.monitor.DeviceMonitor``
+every second and keeps the last five minutes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Iterable
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QPen
 from PySide6.QtWidgets import QWidget
 
 from core.data import ORGANS
@@ -25,6 +27,11 @@ REDRAW_MS = 250  # charts redraw ≤4×/s: a repaint of four antialiased plots c
 SMOOTHING = 0.9  # exponential moving average weight of the smoothed loss (≈ the last 10 steps)
 DEVICE_WINDOW_S = 300
 GIB = 2**30
+RUN_COLOURS = ((0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233),
+               (213, 94, 0), (120, 120, 120), (0, 0, 0))
+"""One colour per compared run (Okabe–Ito, told apart with colour-blindness too); past eight runs
+the colours repeat with dashed, then dotted lines."""
+RUN_LINES = (Qt.SolidLine, Qt.DashLine, Qt.DotLine)
 
 
 def _titled(title: str, entries: list[tuple[str, tuple]]) -> str:
@@ -34,10 +41,49 @@ def _titled(title: str, entries: list[tuple[str, tuple]]) -> str:
     return f"{title} &nbsp; <span style='font-size:8pt'>{keys}</span>"
 
 
+def run_colour(index: int) -> tuple[int, int, int]:
+    return RUN_COLOURS[index % len(RUN_COLOURS)]
+
+
+def run_pen(index: int, width: float = 2) -> QPen:
+    style = RUN_LINES[(index // len(RUN_COLOURS)) % len(RUN_LINES)]
+    return pg.mkPen(*run_colour(index), width=width, style=style)
+
+
+class EpochAxis(pg.AxisItem):
+    """An axis of whole numbers: epochs. pyqtgraph's own ticks on a short run fall on 1.5, 2.5, …,
+    epochs that do not exist."""
+
+    def tickValues(self, minVal, maxVal, size):  # noqa: N802 - pyqtgraph's name
+        levels = []
+        for spacing, values in super().tickValues(minVal, maxVal, size):
+            whole = [float(round(v)) for v in values if abs(v - round(v)) < 1e-6]
+            if whole:
+                levels.append((max(spacing, 1.0), whole))
+        return levels
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph's name
+        return [str(round(v * scale)) for v in values]
+
+
+class LossSmoother:
+    """Exponential moving average of the loss (weight ``SMOOTHING``), unbiased at the start."""
+
+    def __init__(self):
+        self.average, self.count = 0.0, 0
+
+    def add(self, loss: float) -> float:
+        """The smoothed loss after ``loss``."""
+        self.average = SMOOTHING * self.average + (1 - SMOOTHING) * loss
+        self.count += 1
+        return self.average / (1 - SMOOTHING ** self.count)
+
+
 def _plot(layout: pg.GraphicsLayoutWidget, title: str, x_label: str, row: int, col: int):
     # No grid: pyqtgraph redraws grid lines with its axes on every range change, which doubled the
     # cost of a repaint while the x range grows with each step.
-    plot = layout.addPlot(row=row, col=col, title=title)
+    axes = {"bottom": EpochAxis("bottom")} if x_label == "epoch" else None
+    plot = layout.addPlot(row=row, col=col, title=title, axisItems=axes)
     plot.setLabel("bottom", x_label)
     plot.setClipToView(True)
     plot.setDownsampling(auto=True, mode="peak")
@@ -101,8 +147,7 @@ class TrainingCharts(pg.GraphicsLayoutWidget):
                                                  symbolSize=8, symbolBrush=score))
         self.lr = _Series(self.lr_plot.plot(pen=pg.mkPen(120, 80, 170, width=2)))
         self.speed = _Series(self.speed_plot.plot(pen=pg.mkPen(20, 140, 140, width=2)))
-        self._ema = 0.0
-        self._ema_n = 0
+        self._smoother = LossSmoother()
         self._y_top: dict[pg.PlotItem, float] = {}
         self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_MS, timeout=self.redraw)
 
@@ -118,7 +163,7 @@ class TrainingCharts(pg.GraphicsLayoutWidget):
     def clear_data(self) -> None:
         for series in self.series:
             series.clear()
-        self._ema, self._ema_n = 0.0, 0
+        self._smoother = LossSmoother()
         self._y_top.clear()
         for plot in (*self.step_plots, self.dice_plot):
             plot.enableAutoRange(x=True)
@@ -154,9 +199,7 @@ class TrainingCharts(pg.GraphicsLayoutWidget):
     def add_steps(self, steps: Iterable[TrainingStep]) -> None:
         for step in steps:
             self.train_loss.add(step.step, step.loss)
-            self._ema = SMOOTHING * self._ema + (1 - SMOOTHING) * step.loss
-            self._ema_n += 1
-            self.smooth_loss.add(step.step, self._ema / (1 - SMOOTHING ** self._ema_n))  # unbiased
+            self.smooth_loss.add(step.step, self._smoother.add(step.loss))
             self.lr.add(step.step, step.lr)
             if step.images_per_sec > 0:
                 self.speed.add(step.step, step.images_per_sec)
@@ -177,6 +220,46 @@ class TrainingCharts(pg.GraphicsLayoutWidget):
             if "val_score" in m:
                 self.score.add(result.epoch + 1, m["val_score"])
         self._schedule_redraw()
+
+
+class CompareCharts(pg.GraphicsLayoutWidget):
+    """The curves of several runs over each other: smoothed training loss by step, validation score
+    and mean validation Dice by epoch; run ``i`` is drawn with ``run_pen(i)``."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setMinimumHeight(220)
+        self.loss_plot = _plot(self, "Training loss (smoothed)", "step", 0, 0)
+        self.score_plot = _plot(self, "Validation score", "epoch", 0, 1)
+        self.dice_plot = _plot(self, "Validation Dice (mean)", "epoch", 0, 2)
+        for plot in (self.score_plot, self.dice_plot):
+            plot.setYRange(0, 1, padding=0.02)
+        self.curves: dict[pg.PlotItem, list[pg.PlotDataItem]] = {
+            plot: [] for plot in (self.loss_plot, self.score_plot, self.dice_plot)}
+
+    def show_runs(self, runs: list[tuple[list[TrainingStep], list[ValidationResult]]]) -> None:
+        """Draw each run's ``(steps, validations)``, in colour order."""
+        for plot, curves in self.curves.items():
+            for curve in curves:
+                plot.removeItem(curve)
+            curves.clear()
+        for index, (steps, validations) in enumerate(runs):
+            smoother = LossSmoother()
+            self._add(self.loss_plot, index, [s.step for s in steps],
+                      [smoother.add(s.loss) for s in steps], symbol=None)
+            for plot, key in ((self.score_plot, "val_score"), (self.dice_plot, "val_dice")):
+                points = [(v.epoch + 1, v.metrics[key]) for v in validations if key in v.metrics]
+                self._add(plot, index, [x for x, _ in points], [y for _, y in points], symbol="o")
+        epochs = max((v.epoch + 1 for _, validations in runs for v in validations), default=1)
+        for plot in (self.score_plot, self.dice_plot):
+            plot.setXRange(0.5, epochs + 0.5, padding=0)
+        self.loss_plot.enableAutoRange()
+
+    def _add(self, plot: pg.PlotItem, index: int, x: list, y: list, symbol: str | None) -> None:
+        colour = run_colour(index)
+        curve = plot.plot(np.asarray(x, float), np.asarray(y, float), pen=run_pen(index),
+                          symbol=symbol, symbolSize=6, symbolBrush=colour, symbolPen=colour)
+        self.curves[plot].append(curve)
 
 
 # What each device curve shows, read from one DeviceStats (memory in GB of 2³⁰ bytes).
