@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from core.config import StudioConfig, load_config
 from gui.resources import presets_dir
 
@@ -21,4 +19,6 @@ def load_preset(name: str) -> StudioConfig:
 
 def default_preset() -> str:
     """What a first start gets: the 8 GB GPU preset where there is a GPU, else the CPU one."""
+    import torch  # the engine; the window asks only once it has loaded it in the background
+
     return "8 GB GPU" if torch.cuda.is_available() else "Quick (CPU)"

@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from core.config import StudioConfig
 from core.events import LogMessage
 from core.runs import new_run_dir
-from core.session import TrainingSession
 from gui.workers import EventThrottle, wait_for_thread
+
+if TYPE_CHECKING:
+    from core.session import TrainingSession
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ class _TrainingWorker(QObject):
 
     @Slot()
     def run(self) -> None:
+        import torch
+
         torch.set_num_threads(training_threads())
         try:
             self.session.run()
@@ -92,12 +96,16 @@ class TrainingRunner(QObject):
 
     def start(self, config: StudioConfig, data_dir: Path, run_dir: Path | None = None) -> Path:
         """Start a new run; returns its folder. Raises ``StudioError`` for an unusable config."""
+        from core.session import TrainingSession  # the engine: loaded after the window is painted
+
         run_dir = run_dir or new_run_dir(config)
         self._launch(TrainingSession(config, data_dir, run_dir, on_event=self._throttle.push))
         return run_dir
 
     def resume(self, run_dir: Path) -> None:
         """Continue a stopped run from its ``checkpoints/last.ckpt`` with its own settings."""
+        from core.session import TrainingSession
+
         self._launch(TrainingSession.resume(run_dir, on_event=self._throttle.push))
 
     def stop(self) -> None:

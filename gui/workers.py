@@ -119,6 +119,11 @@ class _TaskWorker(QObject):
             result = self.fn(self._progress, self.cancel_event.is_set)
         except CancelledError:
             self.cancelled.emit()
+        except StudioError as exc:
+            # An ordinary user error (not a dataset, a bad setting): the page shows it; the log
+            # notes it in one line, and the console stays quiet.
+            log.info("background task stopped: %s", exc)
+            self.failed.emit(*describe_error(exc))
         except BaseException as exc:  # noqa: BLE001 - reported to the user, never lost
             log.warning("background task failed", exc_info=True)
             self.failed.emit(*describe_error(exc))

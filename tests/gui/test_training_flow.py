@@ -121,6 +121,29 @@ def test_a_failed_run_shows_a_dialog_and_the_window_stays_usable(qtbot, window, 
     assert window.state.config.train.batch_size == 4
 
 
+def test_quitting_during_training_hides_the_window_at_once_and_quits_when_the_run_ends(
+        qtbot, window, small_demo, monkeypatch):
+    """Bug 8: the window froze 3.5–8 s on quit. Now close() returns at once with the window hidden
+    and a progress note shown; the run stops with a resumable checkpoint, then the window closes."""
+    page = window.train_page
+    open_dataset(qtbot, window, small_demo)
+    page.form.set_config(tiny_config("train.epochs=30"))
+    page.start_button.click()
+    run_dir = window.runner.run_dir
+    qtbot.waitUntil(lambda: len(page.charts.train_loss.x) >= 1, timeout=120_000)
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.Yes)
+
+    window.close()
+    assert window.isHidden()
+    assert window.runner.state == "stopping"  # close() did not wait for the run
+    assert window._quit_progress.isVisible() and "checkpoint" in window._quit_progress.labelText()
+    qtbot.waitUntil(lambda: _idle(window) and not window._quit_progress.isVisible(),
+                    timeout=120_000)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "stopped"
+    assert window.settings.geometry is not None  # closed for real: the settings were saved
+
+
 def test_resuming_a_run_another_process_trains_shows_who_holds_it(qtbot, window, small_demo,
                                                                   tmp_path):
     import socket

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -89,6 +90,27 @@ def test_background_task_failure_and_cancel(qtbot):
         task.cancel()
         release.set()
     task.wait()
+
+
+def test_a_user_error_in_a_task_logs_one_quiet_line_and_a_bug_its_traceback(qtbot, caplog):
+    """A non-dataset folder is an ordinary error: no "WARNING … Traceback" on the terminal (the
+    console shows WARNING and above); an unexpected exception keeps its traceback for the log."""
+    def user_error(progress, cancel):
+        raise DatasetError("/tmp/photos is not a dataset: no train.csv")
+
+    def bug(progress, cancel):
+        raise ZeroDivisionError("division by zero")
+
+    caplog.set_level(logging.DEBUG, logger="gui.workers")
+    for fn in (user_error, bug):
+        task = BackgroundTask(fn)
+        with qtbot.waitSignal(task.failed, timeout=10_000):
+            task.start()
+        task.wait()
+    quiet, loud = [r for r in caplog.records if r.name == "gui.workers"]
+    assert quiet.levelno < logging.WARNING and quiet.exc_info is None
+    assert "not a dataset" in quiet.getMessage()
+    assert loud.levelno == logging.WARNING and loud.exc_info is not None
 
 
 @pytest.mark.parametrize("kind", ["unexpected"])
