@@ -170,13 +170,29 @@ class CaseDayPrediction:
         return np.stack(self.masks)
 
 
+DEFAULT_BATCH_SIZES = {"cpu": 4, "cuda": 16}
+"""Slices per forward pass by device type. On the CPU batch 4 is the fastest measured (13.7 s per
+144-slice case-day at B0 288 px on 2 cores, vs 15.6 s at 16: smaller activations stay in cache;
+benchmarks/RESULTS.md 4b); a GPU wants larger batches."""
+
+
+def default_batch_size(device) -> int:
+    """The prediction batch size for ``device`` (a ``torch.device`` or its type name)."""
+    kind = getattr(device, "type", str(device))
+    return DEFAULT_BATCH_SIZES.get(kind, DEFAULT_BATCH_SIZES["cuda"])
+
+
 class Predictor:
-    """Predicts case-days of one dataset; the cache is built (or reused) on first use."""
+    """Predicts case-days of one dataset; the cache is built (or reused) on first use.
+    ``batch_size``: slices per forward pass, by default ``default_batch_size`` of the model's
+    device."""
 
     def __init__(self, model: LoadedModel, index: DatasetIndex, threshold: float = 0.5,
-                 tta: bool = False, batch_size: int = 16, cache_root: str | Path | None = None):
+                 tta: bool = False, batch_size: int | None = None,
+                 cache_root: str | Path | None = None):
         self.model, self.index = model, index
-        self.threshold, self.tta, self.batch_size = threshold, tta, batch_size
+        self.threshold, self.tta = threshold, tta
+        self.batch_size = batch_size or default_batch_size(model.device)
         self.cache_root = Path(cache_root) if cache_root else paths.cache_dir()
         self._cache: SliceCache | None = None
         self._neighbours: np.ndarray | None = None

@@ -1,12 +1,13 @@
 """The Review page's model: a run's predictions of a dataset's case-days, with images, truth and
 scores, computed on demand and kept within a memory bound.
 
-Plain Python (no Qt). ``ReviewSession.compute`` runs on a worker thread: it loads the run's best model
-(kept for the ``MAX_MODELS`` runs used last), predicts the case-day, reads its 16-bit images and,
-when the dataset has labels, its true masks and scores. Results are kept by (run, dataset, case-day),
-least recently used first out once they hold more than ``max_bytes`` (default 1 GiB: about eight
-144-slice 360×310 case-days, each ~130 MB of images, predicted and true masks), so switching back
-to a recent case-day is instant and memory stays bounded however many are opened.
+Plain Python (no Qt). ``ReviewSession.compute`` runs on a worker thread: it loads the run's best
+model on the fastest engine here (``core.engines.load_for_engine``, ``auto``; kept for the
+``MAX_MODELS`` runs used last), predicts the case-day, reads its 16-bit images and, when the dataset
+has labels, its true masks and scores. Results are kept by (run, dataset, case-day), least recently
+used first out once they hold more than ``max_bytes`` (default 1 GiB: about eight 144-slice 360×310
+case-days, each ~130 MB of images, predicted and true masks), so switching back to a recent case-day
+is instant and memory stays bounded however many are opened.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from typing import Callable
 import numpy as np
 
 from core.data.scan import DatasetIndex, SliceRecord, load_masks, read_png16
+from core.engines import load_for_engine
 from core.errors import CancelledError
 from core.events import Progress
 from core.export import WINDOW_PERCENTILES
 from core.metrics import CaseDayScore, score_case_day
-from core.predict import LoadedModel, Predictor, load_model
+from core.predict import LoadedModel, Predictor
 from core.runs import RunFolder
 
 KAGGLE_SLICE_THICKNESS_MM = 3.0
@@ -70,6 +72,11 @@ class CaseDayResult:
         carry it, else the Kaggle scans' 3 mm."""
         thickness = getattr(self.records[0], "slice_thickness", None)
         return float(thickness) if thickness else KAGGLE_SLICE_THICKNESS_MM
+
+    def stacked_masks(self) -> np.ndarray:
+        """``prediction``, named as ``core.predict.CaseDayPrediction`` names it, so a result exports
+        as a volume like one (``core.volume_export.export_volumes``)."""
+        return self.prediction
 
     def slice_position(self, slice_num: int) -> int | None:
         """The index of the slice with this number (from the file name), or None."""
@@ -141,8 +148,10 @@ class ReviewSession:
     """Models, predictors and results of this session. ``compute`` may run on a worker thread (one
     at a time); ``cached`` is cheap and safe from the GUI thread."""
 
-    def __init__(self, device: str = "auto", max_bytes: int = DEFAULT_MAX_BYTES):
-        self.device = device
+    def __init__(self, device: str = "auto", max_bytes: int = DEFAULT_MAX_BYTES,
+                 engine: str = "auto"):
+        """``engine``: ``core.engines.load_for_engine``'s (``auto``: the fastest here)."""
+        self.device, self.engine = device, engine
         self.max_bytes = max_bytes
         self._models: OrderedDict[Path, LoadedModel] = OrderedDict()
         self._predictors: dict[Path, tuple[DatasetIndex, Predictor]] = {}
@@ -165,7 +174,7 @@ class ReviewSession:
         if run_dir in self._models:
             self._models.move_to_end(run_dir)
             return self._models[run_dir]
-        model = load_model(run_dir, self.device)
+        model = load_for_engine(run_dir, self.device, self.engine)
         self._models[run_dir] = model
         while len(self._models) > MAX_MODELS:
             old, _ = self._models.popitem(last=False)

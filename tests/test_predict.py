@@ -3,15 +3,17 @@
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from core.data.scan import load_masks, scan_dataset
 from core.errors import StudioError
 from core.events import Progress
 from core.export import read_mask_png
-from core.predict import Predictor, load_model
+from core.predict import Predictor, default_batch_size, load_model
 from core.runs import RunFolder
 from tests.conftest import REPO
 
@@ -144,3 +146,15 @@ def test_a_case_day_with_slices_of_two_sizes_is_predicted_at_each_size(trained_r
     assert read_mask_png(masks_dir / f"{last.id}.png").shape == (3, last.height, last.width)
     assert any(p.where == square and "2 sizes" in p.message
                for p in scan_dataset(demo_copy).report.problems)  # the scan report says so too
+
+
+def test_the_batch_size_follows_the_device_unless_given():
+    """CPU batch 4 (measured fastest on 2 cores, benchmarks/RESULTS.md 4b), 16 on a GPU."""
+    index = SimpleNamespace(slices=[])
+
+    def on(device):
+        return SimpleNamespace(device=torch.device(device))
+
+    assert Predictor(on("cpu"), index).batch_size == 4 == default_batch_size("cpu")
+    assert Predictor(on("cuda"), index).batch_size == 16 == default_batch_size(torch.device("cuda"))
+    assert Predictor(on("cpu"), index, batch_size=9).batch_size == 9

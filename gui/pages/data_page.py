@@ -2,7 +2,8 @@
 
 The scan, the demo generator and the cache build run as ``BackgroundTask``s with a progress bar;
 the scan and the cache build can be cancelled. A finished scan sets the window's dataset
-(``StudioState.set_dataset``), which the Train page uses.
+(``StudioState.set_dataset``), which the Train page uses. The *Labels* field maps the label values
+of a NIfTI/DICOM dataset whose label maps are not named to the organs (``scan --labels``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from core.data import ORGANS
 from core.data.cache import build_cache
 from core.data.demo import generate_demo_dataset
 from core.data.scan import DatasetReport, scan_dataset
+from core.data.volumes import parse_labels
+from core.errors import DatasetError
 from core.events import Progress
 from gui.state import StudioState
 from gui.widgets.banner import Banner
@@ -73,9 +76,22 @@ class DataPage(QWidget):
         self.demo_button.clicked.connect(self.create_demo)
         self.rescan_button = QPushButton("Rescan")
         self.rescan_button.clicked.connect(lambda: self.open_dataset(self.state.dataset_dir))
+        self.labels_edit = QLineEdit()
+        self.labels_edit.setPlaceholderText("stomach=1,small_bowel=2,large_bowel=3")
+        self.labels_edit.setToolTip(
+            "Only for NIfTI/DICOM label maps whose values are not named: the label value of each "
+            "organ, e.g. stomach=5,small_bowel=6,large_bowel=7. Empty: the names in "
+            "dataset.json, else the mapping given earlier for this folder, else 1 stomach, "
+            "2 small bowel, 3 large bowel. Used on Open and Rescan; Kaggle folders ignore it.")
+        self.labels_edit.setMinimumWidth(  # the whole example shows, with the theme's padding
+            self.labels_edit.fontMetrics().horizontalAdvance(self.labels_edit.placeholderText()
+                                                             + "MMM"))
+        self.labels_edit.returnPressed.connect(self._open_typed)
         folder_row = QHBoxLayout()
         folder_row.addWidget(QLabel("Dataset folder"))
         folder_row.addWidget(self.folder_edit, 1)
+        folder_row.addWidget(QLabel("Labels"))
+        folder_row.addWidget(self.labels_edit)
         for button in (self.open_button, self.rescan_button, self.demo_button):
             folder_row.addWidget(button)
 
@@ -193,12 +209,32 @@ class DataPage(QWidget):
         self.training = training
         self._update_buttons()
 
+    def label_values(self) -> dict[str, int] | None:
+        """The *Labels* field as ``{organ: label value}`` (None when empty); ``DatasetError``
+        naming the field when it cannot be read."""
+        text = self.labels_edit.text().strip()
+        if not text:
+            return None
+        try:
+            return parse_labels(text)
+        except DatasetError as exc:  # its message names the CLI's --labels: name the field here
+            raise DatasetError(f"Labels{str(exc).removeprefix('--labels')}") from None
+
     def open_dataset(self, folder: Path | str) -> None:
-        """Scan ``folder`` in the background; on success it becomes the window's dataset."""
+        """Scan ``folder`` in the background (with the *Labels* field's mapping); on success it
+        becomes the window's dataset. A *Labels* text that cannot be read is an error dialog
+        naming the field, and the open dataset stays."""
         folder = Path(folder)
+        try:
+            labels = self.label_values()
+        except DatasetError as exc:
+            show_error(self, "Cannot open the dataset", str(exc))
+            self.labels_edit.setFocus()
+            self.labels_edit.selectAll()
+            return
 
         def scan(progress, cancel):
-            index = scan_dataset(folder, progress, cancel)
+            index = scan_dataset(folder, progress, cancel, labels=labels)
             return folder, index, render_previews(index)
 
         self.folder_edit.setText(str(folder))

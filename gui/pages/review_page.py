@@ -7,8 +7,9 @@ case-day is instant. Each case-day is marked *validation* or *training* for the 
 settings live in a plain ``ViewerState``; the three planes, the display controls and the scores all
 bind to it, and the keys are page-wide shortcuts. The run list follows the runs folder by itself
 (refreshed when the page is shown and when a run reports). Exports: a figure of the current slice
-(legend, case-day, slice, scores) at a chosen scale, and predicted masks (PNG) or a
-``submission.csv`` for the shown case-day, the run's validation case-days or all of them.
+(legend, case-day, slice, scores) at a chosen scale, and predicted masks (PNG per slice, NIfTI or
+3D Slicer ``.seg.nrrd`` per case-day, in the source scan's geometry) or a ``submission.csv`` for the
+shown case-day, the run's validation case-days or all of them.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QProgressBar, QPushButton, QScrollArea, QSlider, QSplitter,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QSlider,
+                               QSplitter, QVBoxLayout, QWidget)
 
-from core import paths
+from core import paths, volume_export
 from core.errors import StudioError
 from core.events import Progress
 from core.export import write_mask_png, write_submission
@@ -43,6 +44,9 @@ LAYOUTS = ("One plane (axial)", "Three planes")
 SCOPES = {"shown": "The shown case-day", "validation": "The run's validation case-days",
           "all": "Every case-day"}
 TRUTH_ONLY = "(no run: true masks only)"
+VOLUME_FORMATS = {"nifti": ("NIfTI", "NIfTI label maps"),
+                  "seg.nrrd": ("3D Slicer", "3D Slicer segmentations")}
+"""Volume export formats: (short name, what the files are)."""
 
 
 class ReviewPage(QWidget):
@@ -170,6 +174,19 @@ class ReviewPage(QWidget):
         self.export_masks_button.clicked.connect(self._ask_export_masks)
         self.export_csv_button = QPushButton("Export submission.csv…")
         self.export_csv_button.clicked.connect(self._ask_export_submission)
+        self.export_nifti_button = QPushButton("Export NIfTI (.nii.gz)…")
+        self.export_nifti_button.setToolTip(
+            "One uint8 label map per case-day (1 stomach, 2 small bowel, 3 large bowel; where "
+            "organs overlap, the first of these) in the scan's own voxel grid and affine (NIfTI/"
+            "DICOM input), or the file names' pixel spacing and 3 mm slices (Kaggle PNGs)")
+        self.export_nifti_button.clicked.connect(lambda: self._ask_export_volumes("nifti"))
+        self.per_organ_box = QCheckBox("and one file per organ")
+        self.per_organ_box.setToolTip("Also <case-day>_<organ>.nii.gz: one binary volume per "
+                                      "organ, where overlaps are kept")
+        self.export_seg_button = QPushButton("Export 3D Slicer (.seg.nrrd)…")
+        self.export_seg_button.setToolTip("One 3D Slicer segmentation per case-day: the three "
+                                          "organs as named, coloured segments, overlaps kept")
+        self.export_seg_button.clicked.connect(lambda: self._ask_export_volumes("seg.nrrd"))
         self.export_status = QLabel("")
         self.export_status.setObjectName("hint")
         self.export_status.setWordWrap(True)
@@ -181,6 +198,11 @@ class ReviewPage(QWidget):
         exports.addRow("Masks of", self.scope_box)
         exports.addRow(self.export_masks_button)
         exports.addRow(self.export_csv_button)
+        nifti_row = QHBoxLayout()
+        nifti_row.addWidget(self.export_nifti_button)
+        nifti_row.addWidget(self.per_organ_box, 1)
+        exports.addRow(nifti_row)
+        exports.addRow(self.export_seg_button)
         exports.addRow(self.export_status)
 
         right = QWidget()
@@ -193,7 +215,9 @@ class ReviewPage(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setWidget(right)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(430)
+        # As wide as the panels need beside the vertical scroll bar: narrower clips their right edge.
+        scroll.setMinimumWidth(right.minimumSizeHint().width() + 2 * scroll.frameWidth()
+                               + scroll.verticalScrollBar().sizeHint().width())
 
         splitter = QSplitter(Qt.Horizontal)
         splitter.addWidget(left)
@@ -441,7 +465,8 @@ class ReviewPage(QWidget):
         ready = self.studio.index is not None and self.run_box.count() > 0
         self.show_button.setEnabled(ready and not busy)
         self.export_view_button.setEnabled(self.result is not None)
-        for button in (self.export_masks_button, self.export_csv_button):
+        for button in (self.export_masks_button, self.export_csv_button, self.export_nifti_button,
+                       self.per_organ_box, self.export_seg_button):
             button.setEnabled(self.selected_run() is not None and self.studio.index is not None
                               and not busy)
         self.score_fold_button.setEnabled(bool(self.validation_case_days()) and not busy)
@@ -502,6 +527,19 @@ class ReviewPage(QWidget):
         return write_submission(path, ((record.id, masks) for result in results
                                        for record, masks in zip(result.records, result.prediction)))
 
+    def export_volumes(self, folder: Path, kind: str, case_days: list[str] | None = None,
+                       per_organ: bool = False, progress=None, cancel=None) -> list[Path]:
+        """One volume per case-day (of the shown one, or of ``case_days``) in ``folder``: ``kind``
+        ``nifti`` (``<name>.nii.gz``; ``per_organ``: also ``<name>_<organ>.nii.gz``) or
+        ``seg.nrrd`` (``<name>.seg.nrrd``), in the source scan's geometry
+        (``core.volume_export.export_volumes``). Returns the paths written."""
+        if kind not in VOLUME_FORMATS:
+            raise StudioError(f"volume format '{kind}': choose one of {', '.join(VOLUME_FORMATS)}")
+        results = [self.result] if case_days is None else self._results(case_days, progress, cancel)
+        return volume_export.export_volumes(
+            results, self.studio.index, nifti_dir=folder if kind == "nifti" else None,
+            seg_nrrd_dir=folder if kind == "seg.nrrd" else None, per_organ=per_organ)
+
     def _report_export(self, text: str, files: list[Path]) -> None:
         self.last_export = files
         self.export_status.setText(text)
@@ -545,6 +583,25 @@ class ReviewPage(QWidget):
                         "Exporting submission.csv…", lambda rows: self._report_export(
                             f"Wrote {path}: {rows} slices of {len(case_days)} case-day(s)",
                             [Path(path)]), failed_title="Export failed")
+
+    def _ask_export_volumes(self, kind: str) -> None:
+        name, what = VOLUME_FORMATS[kind]
+        folder = QFileDialog.getExistingDirectory(self, f"Folder for the {what}",
+                                                  str(self.settings.export_dir))
+        if not folder:
+            return
+        case_days = self.export_case_days(self.scope_box.currentData())
+        per_organ = kind == "nifti" and self.per_organ_box.isChecked()
+
+        def written(files: list[Path]) -> None:
+            names = ", ".join(p.name for p in files[:4]) + (" …" if len(files) > 4 else "")
+            self._report_export(f"Wrote {len(files)} {name} file(s) of {len(case_days)} "
+                                f"case-day(s) to {folder}: {names}" if files else
+                                "Nothing to write.", files)
+
+        self._start(lambda progress, cancel: self.export_volumes(
+            Path(folder), kind, case_days, per_organ, progress, cancel),
+            f"Exporting {name}…", written, failed_title="Export failed")
 
     def shutdown(self) -> None:
         """Stop a running prediction (the window is closing)."""

@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from core import paths
+from core.data import ORGANS
 from core.data.cache import cache_key
 from tests.gui.conftest import open_dataset
 
@@ -116,3 +117,56 @@ def test_cache_build_can_be_cancelled_and_then_built(qtbot, window, small_demo):
     qtbot.waitUntil(lambda: "Ready" in page.cache_status.text(), timeout=60_000)
     assert (folder / "meta.json").is_file()
     qtbot.waitUntil(lambda: page.cache_button.isEnabled(), timeout=10_000)
+
+
+def test_the_labels_field_maps_unnamed_label_values_and_a_bad_one_keeps_the_dataset(
+        qtbot, small_demo, tmp_path):
+    """A flat NIfTI folder (no dataset.json) whose label maps use 5/6/7: the typed mapping gives
+    each organ its voxels; a mapping that cannot be read names the field and changes nothing."""
+    import nibabel as nib
+    import numpy as np
+
+    from core.config import StudioConfig
+    from core.data.demo_volumes import write_demo_nifti
+    from core.data.scan import load_masks
+    from core.predict import CaseDayPrediction
+    from core.volume_export import organ_volumes
+    from gui.pages.data_page import DataPage
+    from gui.state import StudioState
+
+    folder = write_demo_nifti(small_demo, tmp_path / "flat nifti", layout="flat")
+    values = {"stomach": 5, "small_bowel": 6, "large_bowel": 7}
+    for path in (folder / "labels").glob("*.nii.gz"):
+        image = nib.load(str(path))
+        data = np.asarray(image.dataobj)
+        relabelled = np.zeros_like(data)
+        for old, new in ((1, 5), (2, 6), (3, 7)):
+            relabelled[data == old] = new
+        nib.save(nib.Nifti1Image(relabelled, image.affine, image.header), str(path))
+
+    state = StudioState(StudioConfig())
+    page = DataPage(state)
+    qtbot.addWidget(page)
+    page.labels_edit.setText("stomach=5, small_bowel=6, large_bowel=7")
+    page.open_dataset(folder)
+    qtbot.waitUntil(lambda: state.index is not None and not page.task.is_running, timeout=60_000)
+    index = state.index
+    assert index.has_labels and all(index.report.slices_with.get(o, 0) > 0 for o in values)
+    assert not any("ignored" in p.message for p in index.report.problems)
+    # Voxel for voxel: each organ's masks are the label map's voxels of its value.
+    for case_day, records in list(index.case_days().items())[:2]:
+        masks = [load_masks(r) for r in records]
+        geometry = index.volumes[case_day]
+        organs = organ_volumes(CaseDayPrediction(case_day, records, masks, []), geometry)
+        labels = np.asarray(nib.load(str(folder / "labels" / f"{geometry.name}.nii.gz")).dataobj)
+        for i, organ in enumerate(ORGANS):
+            assert (organs[i] == (labels == values[organ])).all(), (case_day, organ)
+
+    page.labels_edit.setText("stomach=x")
+    page.rescan_button.click()
+    dialog = _error_dialog(page)
+    assert dialog is not None and "Labels 'stomach=x'" in dialog.text()
+    assert "stomach=1,small_bowel=2,large_bowel=3" in dialog.text()
+    dialog.close()
+    assert state.index is index and not page.task.is_running
+    assert page.folder_edit.text() == str(folder)

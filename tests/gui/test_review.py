@@ -428,6 +428,26 @@ def test_dataset_without_ground_truth_shows_predictions_only(qtbot, small_demo, 
         page.shutdown()
 
 
+def test_the_review_session_predicts_with_the_fastest_engine(trained_run, demo_dataset, tmp_path,
+                                                            monkeypatch):
+    """Where ``fastest_engine`` says onnxruntime, Review runs the run's (exported) model.onnx."""
+    from core import engines
+    from core.data.scan import scan_dataset
+    from core.review import ReviewSession
+
+    run_dir = shutil.copytree(trained_run[0], tmp_path / "run",  # model.onnx is written in it
+                              ignore=shutil.ignore_patterns("last.ckpt", "model"))
+    monkeypatch.setattr(engines, "fastest_engine",
+                        lambda device="auto": engines.EngineChoice("onnxruntime", "a test"))
+    index = scan_dataset(demo_dataset)  # cached at the run's 96 px already (small_demo is not)
+    case_day = next(iter(index.case_days()))
+    session = ReviewSession(device="cpu")
+    result = session.compute(run_dir, index, case_day)
+    assert (run_dir / engines.ONNX_FILE).is_file()
+    assert isinstance(session._models[run_dir].module, engines.OnnxModule)
+    assert result.prediction.shape == (result.depth, 3, *result.images.shape[1:])
+
+
 # -- page-wide keys, the readout, three planes, figure ------------------------------------------
 def test_keys_work_after_clicking_a_side_control(page, qtbot):
     from PySide6.QtTest import QTest
