@@ -23,6 +23,8 @@ COMMANDS = {
     "export-onnx": ("core.cli.export_onnx", "export a trained model as ONNX (for onnxruntime)"),
     "evaluate": ("core.cli.evaluate", "score a submission.csv against the dataset's train.csv"),
     "estimate": ("core.cli.estimate", "estimate peak GPU training memory for a config"),
+    "pretrained": ("core.cli.pretrained", "list pretrained SegFormer encoders on this machine, "
+                   "or download one (nvidia/mit-b0 … b5)"),
 }
 
 

@@ -9,9 +9,10 @@ in the groups Data, Model, Training and Hardware and keeps a ``StudioConfig`` in
 from __future__ import annotations
 
 import dataclasses
+import os
 
-from PySide6.QtCore import QObject, QSignalBlocker, Signal
-from PySide6.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QGroupBox,
+from PySide6.QtCore import QObject, QSignalBlocker, Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QSizePolicy, QVBoxLayout,
                                QWidget)
 
@@ -19,7 +20,9 @@ from core.config import (SECTIONS, StudioConfig, fields_of, get_value, pinned_va
                          validate)
 from core.devices import compile_problem, gpu_available, resolve_placement
 from core.errors import ConfigError
+from core.pretrained import find_pretrained, pretrained_dir
 from gui.widgets.guarded import GuardedComboBox, GuardedSpinBox
+from gui.widgets.pretrained_dialog import PretrainedDownloadDialog
 
 GROUPS = ("Data", "Model", "Training", "Hardware")
 HARDWARE_KEYS = ("train.device", "train.precision", "train.num_workers", "train.channels_last",
@@ -197,13 +200,71 @@ class TextBinding(FieldBinding):
         self.editor.setText(str(value))
 
 
-class FolderBinding(TextBinding):
-    """A folder path with a Browse button (pretrained weights)."""
+class PretrainedCombo(GuardedComboBox):
+    """An editable combo that asks for fresh items each time its list opens (a checkpoint
+    downloaded on the command line meanwhile shows up)."""
+
+    def __init__(self, refresh, parent=None):
+        super().__init__(parent)
+        self._refresh = refresh
+
+    def showPopup(self) -> None:  # noqa: N802 - Qt's name
+        self._refresh()
+        super().showPopup()
+
+
+class PretrainedBinding(FieldBinding):
+    """The pretrained weights: the checkpoints found on this machine by name ("nvidia/mit-b2
+    (b2)", ``core.pretrained.find_pretrained``), "None", or any folder typed or browsed; a
+    Download… button fetches one (``PretrainedDownloadDialog``) and selects it."""
+
+    NONE_LABEL = "None (random initialisation)"
+
+    def __init__(self, key: str, field: dataclasses.Field):
+        # The variant the Download… dialog proposes; ConfigForm points it at its config.
+        self.config_variant = lambda: "b0"
+        self.download_dialog = None
+        super().__init__(key, field)
 
     def _make_editor(self) -> QWidget:
-        edit = super()._make_editor()
-        edit.setPlaceholderText("none: random initialisation")
-        return edit
+        combo = PretrainedCombo(self._refresh)
+        combo.setEditable(True)
+        combo.setInsertPolicy(QComboBox.NoInsert)
+        combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(20)
+        combo.lineEdit().setPlaceholderText("a folder with config.json and the weights")
+        self._fill(combo)
+        combo.activated.connect(self._changed)  # the user chose an item (not a refill)
+        combo.lineEdit().textEdited.connect(self._changed)
+        return combo
+
+    def _fill(self, combo: QComboBox) -> None:
+        combo.clear()
+        combo.addItem(self.NONE_LABEL, "")
+        for checkpoint in find_pretrained():
+            combo.addItem(checkpoint.label, str(checkpoint.folder))
+            combo.setItemData(combo.count() - 1, f"{checkpoint.folder}\n({checkpoint.source})",
+                              Qt.ToolTipRole)
+
+    def _refresh(self) -> None:
+        value = self.value()
+        with QSignalBlocker(self.editor):
+            self._fill(self.editor)
+            self._show(value)
+
+    def value(self):
+        text = self.editor.currentText().strip()
+        index = self.editor.findText(text, Qt.MatchExactly)
+        return self.editor.itemData(index) if index >= 0 else text
+
+    def _show(self, value) -> None:
+        value = str(value)
+        index = 0 if not value else next((i for i in range(1, self.editor.count())
+                                          if _same_folder(self.editor.itemData(i), value)), -1)
+        if index >= 0:
+            self.editor.setCurrentIndex(index)
+        else:  # a folder typed or browsed that is no found checkpoint: show its path
+            self.editor.setEditText(value)
 
     def _editor_row(self) -> QWidget:
         row = QWidget()
@@ -211,19 +272,43 @@ class FolderBinding(TextBinding):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.editor, 1)
         self.browse = QPushButton("Browse…")
+        self.browse.setToolTip("Pick a folder with config.json and model.safetensors")
         self.browse.clicked.connect(self._browse)
         layout.addWidget(self.browse)
+        self.download = QPushButton("Download…")
+        self.download.setToolTip("Download a pretrained encoder from the Hugging Face Hub")
+        self.download.clicked.connect(self.open_download_dialog)
+        layout.addWidget(self.download)
         return row
 
     def _browse(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.widget, self.meta["label"], self.value())
+        start = self.value() or str(pretrained_dir())
+        folder = QFileDialog.getExistingDirectory(self.widget, self.meta["label"], start)
         if folder:
-            self.editor.setText(folder)
+            self._show(folder)
             self._changed()
+
+    def open_download_dialog(self) -> None:
+        dialog = PretrainedDownloadDialog(f"nvidia/mit-{self.config_variant()}", self.widget)
+        dialog.setAttribute(Qt.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self._downloaded(dialog.checkpoint))
+        dialog.finished.connect(lambda _result: setattr(self, "download_dialog", None))
+        self.download_dialog = dialog
+        dialog.open()
+
+    def _downloaded(self, checkpoint) -> None:
+        self._refresh()
+        self.show_value(str(checkpoint.folder))
+        self._changed()
 
     def set_enabled(self, enabled: bool) -> None:
         super().set_enabled(enabled)
         self.browse.setEnabled(enabled)
+        self.download.setEnabled(enabled)
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
 
 
 def binding_for(key: str, field: dataclasses.Field) -> FieldBinding:
@@ -237,7 +322,7 @@ def binding_for(key: str, field: dataclasses.Field) -> FieldBinding:
     if kind is float:
         return FloatBinding(key, field)
     if key == "model.pretrained":
-        return FolderBinding(key, field)
+        return PretrainedBinding(key, field)
     return TextBinding(key, field)
 
 
@@ -284,6 +369,7 @@ class ConfigForm(QWidget):
             pin = pinned_value(key)  # e.g. workers on Windows: one rule, in core.config
             if pin is not None:
                 binding.lock(*pin)
+        self.bindings["model.pretrained"].config_variant = lambda: self._config.model.variant
         no_compiler = compile_problem("cpu")
         if no_compiler and not gpu_available():  # on a GPU machine the device decides
             self.bindings["train.compile"].lock(False, no_compiler)
