@@ -9,6 +9,7 @@
     python main.py evaluate ...         score a submission against train.csv
     python main.py export-onnx ...      export a trained model as ONNX (onnxruntime engine)
     python main.py estimate ...         GPU memory estimate for a config
+    python main.py pretrained list|download REPO   find or fetch pretrained MiT encoders
 
 This file is the one place that knows both layers: it decides between the window (``gui``) and a
 command (``core.cli``), so the engine never imports the GUI. ``pip install .`` makes it the

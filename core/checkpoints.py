@@ -26,6 +26,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from core import faults
 from core.errors import StudioError
+from core.model.variants import WEIGHT_FILES
 
 _SAFE_GLOBALS_ADDED = False
 
@@ -102,9 +103,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 # -- exported models (save_pretrained folders) -----------------------------------------------------
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
 def pretrained_folder_problem(folder: Path, need_studio_meta: bool = True) -> str | None:
     """Why ``folder`` is not a usable ``save_pretrained`` model (config.json, weights and, with
     ``need_studio_meta``, studio.json), or None. Reads headers only."""

@@ -82,7 +82,8 @@ class ModelConfig:
         "later organ in large_bowel, small_bowel, stomach).", choices=("multilabel", "multiclass"))
     pretrained: str = _setting(
         "", "Pretrained weights", "A local folder with config.json and weights (from "
-        "save_pretrained). Empty: random initialisation. Nothing is ever downloaded.")
+        "save_pretrained); the list offers those found in the Hugging Face cache and pretrained/. "
+        "Empty: random initialisation. Nothing is downloaded unless you ask (Download…).")
     num_classes: int = _setting(
         3, "Organ classes", "Number of organ classes (3 for the GI tract data). Other values are "
         "for memory estimates only.", min=1, max=1000)

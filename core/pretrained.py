@@ -32,12 +32,9 @@ from typing import Callable
 
 from core.errors import CancelledError, StudioError
 from core.events import Progress
-from core.model.variants import variant_of
+from core.model.variants import WEIGHT_FILES, variant_of
 from core.paths import studio_home
 
-# The weights files ``core.model.factory`` loads (as ``core.checkpoints.WEIGHT_FILES``, which
-# imports torch), in the order a download prefers them.
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _CONFIG_FILES = ("config.json", "preprocessor_config.json")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # How long a cancelled download may take to notice (it checks between chunks of ~10 MB).

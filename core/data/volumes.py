@@ -158,21 +158,22 @@ def canonical(data: np.ndarray, affine: np.ndarray, slice_axis: int = 2):
 
 
 # -- the label mapping ----------------------------------------------------------------------------
-def parse_labels(text: str) -> dict[str, int]:
-    """``stomach=1,small_bowel=2,large_bowel=3`` → ``{organ: value}``; ``DatasetError`` when bad."""
+def parse_labels(text: str, field: str = "--labels") -> dict[str, int]:
+    """``stomach=1,small_bowel=2,large_bowel=3`` → ``{organ: value}``; ``DatasetError`` when bad,
+    naming ``field`` (the CLI option, or the Data page field)."""
     mapping: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, value = part.partition("=")
         organ = ORGAN_ALIASES.get(name.strip().lower())
         if organ is None or not value.strip().isdigit() or int(value) == 0:
-            raise DatasetError(f"--labels '{part}': write ORGAN=VALUE with ORGAN one of "
+            raise DatasetError(f"{field} '{part}': write ORGAN=VALUE with ORGAN one of "
                                f"{', '.join(ORGANS)} and VALUE a label value above 0, e.g. "
                                "stomach=1,small_bowel=2,large_bowel=3")
         mapping[organ] = int(value)
     if not mapping:
-        raise DatasetError("--labels is empty; e.g. stomach=1,small_bowel=2,large_bowel=3")
+        raise DatasetError(f"{field} is empty; e.g. stomach=1,small_bowel=2,large_bowel=3")
     if len(set(mapping.values())) != len(mapping):
-        raise DatasetError(f"--labels '{text}': two organs share a label value")
+        raise DatasetError(f"{field} '{text}': two organs share a label value")
     return mapping
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+"""The weights files of a ``save_pretrained`` folder that the model factory loads, in the order a
+download prefers them (here, not in ``core.checkpoints``: discovery must not import torch)."""
+
 _MIT_WIDE = [64, 128, 320, 512]
 VARIANT_TABLE: dict[str, dict] = {
     # hidden_sizes, depths and decoder width of the MiT encoders in the SegFormer paper (Table 6).

@@ -215,10 +215,7 @@ class DataPage(QWidget):
         text = self.labels_edit.text().strip()
         if not text:
             return None
-        try:
-            return parse_labels(text)
-        except DatasetError as exc:  # its message names the CLI's --labels: name the field here
-            raise DatasetError(f"Labels{str(exc).removeprefix('--labels')}") from None
+        return parse_labels(text, field="Labels")
 
     def open_dataset(self, folder: Path | str) -> None:
         """Scan ``folder`` in the background (with the *Labels* field's mapping); on success it
