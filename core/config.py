@@ -118,6 +118,19 @@ class TrainConfig:
         "val_score", "Keep the best by", "The validation metric that chooses the checkpoint to keep: "
         "val_score (0.4·Dice + 0.6·(1 − 3-D Hausdorff), the competition score), val_dice, or "
         "val_loss (lowest).", choices=MONITORS)
+    early_stop_patience: int = _setting(
+        0, "Early stopping patience", "End the run when the metric in \"Keep the best by\" has not "
+        "improved for this many validations in a row (one per epoch); the best checkpoint is kept "
+        "as always. 0: off, the run trains all its epochs.", min=0, max=1000)
+    ema: bool = _setting(
+        False, "EMA of the weights", "Keep an exponential moving average of the weights, updated "
+        "after every optimiser step: validation, the best checkpoint and the exported model use "
+        "the average, training continues on the raw weights. Costs one more copy of the weights in "
+        "memory; pays off on runs much longer than 1/(1 − EMA decay) steps.")
+    ema_decay: float = _setting(
+        0.999, "EMA decay", "Share of the average kept at each optimiser step: the average spans "
+        "about 1/(1 − decay) steps (0.999: the last ~1,000). Used when EMA of the weights is on.",
+        min=0.9, max=0.99999)
     device: str = _setting("auto", "Device", "auto: the GPU when there is one, else the CPU.",
                            choices=("auto", "cpu", "gpu"))
     channels_last: bool = _setting(False, "channels_last", "Channels-last memory format for weights "
@@ -319,10 +332,13 @@ MIGRATIONS = {
     "data.split_seed": lambda data: data.get("train", {}).get("seed", 42),
     "train.monitor": lambda data: "val_dice",
     "train.checkpoint_minutes": lambda data: 10.0,
+    "train.early_stop_patience": lambda data: 0,
+    "train.ema": lambda data: False,
+    "train.ema_decay": lambda data: 0.999,
 }
 """How a config without a newer key is read: runs of earlier versions keep the behaviour they were
 trained with (their validation fold was drawn with ``train.seed``; their best model was chosen by
-Dice)."""
+Dice; they trained every epoch, without an average of the weights)."""
 
 
 def from_dict(data: dict[str, Any] | None, base: StudioConfig | None = None,
@@ -344,13 +360,13 @@ def from_dict(data: dict[str, Any] | None, base: StudioConfig | None = None,
             raise ConfigError(f"section '{section}' must be a mapping of settings")
         for name, value in values.items():
             set_value(cfg, f"{section}.{name}", value)
-    older = _is_older_config(data)
+    absent = _absent_keys(data)
+    older = _is_older_config(absent)
     if older:
-        for key, migrate in MIGRATIONS.items():
-            set_value(cfg, key, migrate(data))
+        for key in absent:
+            set_value(cfg, key, MIGRATIONS[key](data))
     if complete:
-        missing = [key for key in all_keys() if key.partition(".")[2] not in
-                   (data.get(key.partition(".")[0]) or {}) and not (older and key in MIGRATIONS)]
+        missing = [] if older else absent
         if missing:
             more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
             raise ConfigError(f"the settings are incomplete (no {', '.join(missing[:3])}{more})",
@@ -358,11 +374,15 @@ def from_dict(data: dict[str, Any] | None, base: StudioConfig | None = None,
     return cfg
 
 
-def _is_older_config(data: dict) -> bool:
-    """A full config written before ``MIGRATIONS`` existed (every original key, none of the new)."""
-    present = {f"{s}.{n}" for s, values in data.items() if isinstance(values, dict) for n in values}
-    return bool(present) and not (present & set(MIGRATIONS)) and \
-        len(present) >= len(set(all_keys()) - set(MIGRATIONS))
+def _absent_keys(data: dict) -> list[str]:
+    return [key for key in all_keys()
+            if key.partition(".")[2] not in (data.get(key.partition(".")[0]) or {})]
+
+
+def _is_older_config(absent: list[str]) -> bool:
+    """A full config of an earlier version: every setting there but some of ``MIGRATIONS`` (a
+    user's partial config lacks others, and takes the defaults)."""
+    return bool(absent) and set(absent) <= set(MIGRATIONS) and len(absent) < len(all_keys())
 
 
 def apply_overrides(cfg: StudioConfig, overrides: list[str]) -> StudioConfig:

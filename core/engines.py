@@ -244,7 +244,10 @@ def load_onnx_model(source: str | Path):
     config = apply_overrides(StudioConfig(), [
         f"data.image_size={int(meta['image_size'])}", f"data.context={int(meta['context'])}",
         f"model.mode={meta['mode']}", f"model.variant={meta['variant']}"])
-    return LoadedModel(module, config, Placement("cpu", "32"), path)
+    from core.predict import tuned_postprocess
+
+    tuned = tuned_postprocess(source) if source.is_dir() else None
+    return LoadedModel(module, config, Placement("cpu", "32"), path, tuned)
 
 
 @dataclass(frozen=True)
@@ -284,7 +287,11 @@ def load_for_engine(source: str | Path, device: str = "auto", engine: str = "tor
         return load_onnx_model(source)
     if engine == "auto":
         engine = fastest_engine(device).name
-    if engine == "torch":
+    from core.runs import is_group
+
+    if engine == "torch" or is_group(source):  # a group's ensemble averages torch models
+        if engine == "onnxruntime":
+            log.info("%s is a fold group: its ensemble runs with torch", source)
         return load_model(source, device)
     if device == "gpu":
         raise StudioError("--engine onnxruntime runs on the CPU; use --engine torch for the GPU")

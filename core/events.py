@@ -62,6 +62,16 @@ class LogMessage:
 
 
 @dataclass(frozen=True)
+class GroupProgress:
+    """A fold group moved on: fold ``fold`` (the ``position``-th of ``count``) starts training in
+    ``run_dir``; ``fold`` −1 once every fold has trained and the out-of-fold scoring starts."""
+    fold: int
+    position: int
+    count: int
+    run_dir: str
+
+
+@dataclass(frozen=True)
 class TrainingFinished:
     """The run ended: ``status`` is ``finished``, ``stopped`` (resumable from ``checkpoint``) or
     ``aborted`` (Ctrl+C twice; resumable from the last checkpoint, if there was one).

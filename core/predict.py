@@ -9,6 +9,7 @@ line up with the original 16-bit images (266×266, 360×310, …).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from core.data.cache import SliceCache, build_cache, neighbour_rows
 from core.data.scan import DatasetIndex, SliceRecord
 from core.errors import CancelledError, StudioError
 from core.events import Progress
-from core.model.lightning_module import SegmentationModule, predict_masks
+from core.model.lightning_module import SegmentationModule
 from core.devices import Placement, resolve_placement
 from core.quiet import quiet_libraries
 from core.runs import MODEL_DIR, MODEL_META, RunFolder
@@ -41,10 +42,19 @@ class LoadedModel:
     config: StudioConfig
     placement: Placement
     source: Path
+    postprocess: object | None = None
+    """The ``core.postprocess.PostProcess`` tuned for this model (``studio.json`` of a run's
+    ``model/``, ``cv.json`` of a fold group); None: plain thresholding."""
+    members: list | None = None
+    """A fold group's modules, whose probabilities are averaged (``module`` is the first)."""
 
     @property
     def device(self):
         return self.placement.device
+
+    @property
+    def modules(self) -> list:
+        return self.members or [self.module]
 
     @property
     def image_size(self) -> int:
@@ -56,11 +66,15 @@ def load_model(source: str | Path, device: str = "auto") -> LoadedModel:
     file, or a ``save_pretrained`` folder with ``studio.json`` (a run's ``model/``). Nothing in the
     files is executed (``weights_only`` loading); a damaged file is a ``StudioError`` naming it.
     ``device`` is ``auto``, ``cpu`` or ``gpu``; the precision is the run's, as it runs there."""
+    from core.runs import is_group
+
     quiet_libraries()
     source = Path(source)
     if not source.exists():
         raise StudioError(f"'{source}' does not exist; give a run folder, a .ckpt file or a run's "
                           "model/ folder")
+    if is_group(source):
+        return load_group(source, device)
     is_model_folder = (source / MODEL_META).is_file() or (
         source.name == MODEL_DIR and RunFolder(source.parent).is_run())
     if source.is_dir() and is_model_folder:
@@ -78,7 +92,46 @@ def load_model(source: str | Path, device: str = "auto") -> LoadedModel:
         source = checkpoint
     placement = resolve_placement(device, module.config.train.precision)
     module.eval().to(placement.device).apply_memory_format()  # the one device move
-    return LoadedModel(module, module.config, placement, source)
+    return LoadedModel(module, module.config, placement, source, tuned_postprocess(source))
+
+
+def tuned_postprocess(source: Path):
+    """The post-processing tuned for the run ``source`` belongs to (a run folder, its ``model/``
+    or one of its checkpoints): ``studio.json``'s ``postprocess``; None when there is none."""
+    from core.postprocess import PostProcess
+
+    source = Path(source)
+    for folder in (source, source.parent, source.parent.parent):
+        meta = folder / MODEL_DIR / MODEL_META if (folder / MODEL_DIR).is_dir() else folder / MODEL_META
+        if meta.is_file():
+            try:
+                data = json.loads(meta.read_text(encoding="utf-8")).get("postprocess")
+            except (OSError, ValueError, AttributeError):
+                return None
+            return PostProcess.from_dict(data) if data else None
+    return None
+
+
+def load_group(source: Path, device: str = "auto") -> LoadedModel:
+    """A fold group's ensemble: every fold's best model, their probabilities averaged, with the
+    post-processing tuned on the out-of-fold predictions (``cv.json``)."""
+    from core.runs import FoldGroup
+
+    group = FoldGroup(source)
+    runs = [r for r in group.fold_runs() if r.best_checkpoint() is not None]
+    if not runs:
+        raise StudioError(f"fold group '{source}' has no trained fold yet; train it first")
+    models = [load_model(r.path, device) for r in runs]
+    first = models[0]
+    for run, model in zip(runs[1:], models[1:]):
+        for key in ("image_size", "context"):
+            if getattr(model.config.data, key) != getattr(first.config.data, key):
+                raise StudioError(f"{run.path}: data.{key} differs from the other folds; the "
+                                  "folds of a group cannot be averaged")
+        if model.module.mode != first.module.mode:
+            raise StudioError(f"{run.path}: model.mode differs from the other folds")
+    return LoadedModel(first.module, first.config, first.placement, source, group.postprocess(),
+                       [m.module for m in models])
 
 
 def module_from_checkpoint(path: Path) -> SegmentationModule:
@@ -182,16 +235,33 @@ def default_batch_size(device) -> int:
     return DEFAULT_BATCH_SIZES.get(kind, DEFAULT_BATCH_SIZES["cuda"])
 
 
+MODEL_POSTPROCESS = object()
+"""``Predictor``'s default: the post-processing tuned for the model, if any."""
+
+
+def with_threshold(post, threshold: float):
+    """``post`` with every organ's probability threshold set to ``threshold``."""
+    return dataclasses.replace(post, rules=tuple(dataclasses.replace(rule, threshold=threshold)
+                                                 for rule in post.rules))
+
+
 class Predictor:
     """Predicts case-days of one dataset; the cache is built (or reused) on first use.
     ``batch_size``: slices per forward pass, by default ``default_batch_size`` of the model's
     device."""
 
-    def __init__(self, model: LoadedModel, index: DatasetIndex, threshold: float = 0.5,
+    def __init__(self, model: LoadedModel, index: DatasetIndex, threshold: float | None = None,
                  tta: bool = False, batch_size: int | None = None,
-                 cache_root: str | Path | None = None):
+                 cache_root: str | Path | None = None, postprocess=MODEL_POSTPROCESS):
+        """``postprocess``: the model's tuned one (default), None for plain thresholding, or a
+        ``PostProcess``. ``threshold`` replaces every organ's threshold of that choice."""
+        from core.postprocess import PostProcess
+
         self.model, self.index = model, index
-        self.threshold, self.tta = threshold, tta
+        self.tta = tta
+        chosen = model.postprocess if postprocess is MODEL_POSTPROCESS else postprocess
+        chosen = chosen or PostProcess.default()
+        self.postprocess = chosen if threshold is None else with_threshold(chosen, threshold)
         self.batch_size = batch_size or default_batch_size(model.device)
         self.cache_root = Path(cache_root) if cache_root else paths.cache_dir()
         self._cache: SliceCache | None = None
@@ -227,21 +297,32 @@ class Predictor:
                 images = torch.from_numpy(np.ascontiguousarray(
                     cache.images[self._neighbours[rows[chosen]]]))
                 x = module.pixel_values(images.to(device, non_blocking=True))
-                logits = to_original_size(self._logits(module, x), shape)
-                p = logits.softmax(1)[:, 1:] if module.mode == "multiclass" else logits.sigmoid()
+                p = self._probabilities(x, shape)
                 for position, values in zip(chosen, p.cpu().numpy().astype(np.float16)):
                     probs[position] = values
                 done += len(chosen)
                 if progress is not None:
                     progress(Progress("predict", done, len(rows), case_day))
-        masks = [self._threshold(p) for p in probs]
-        return CaseDayPrediction(case_day, records, masks, probs)
+        return CaseDayPrediction(case_day, records, self._masks(records, probs), probs)
 
-    def _threshold(self, probs: np.ndarray) -> np.ndarray:
-        if self.model.module.mode == "multiclass":
-            full = np.concatenate([1 - probs.sum(0, keepdims=True, dtype=np.float32), probs])
-            return predict_masks(torch.from_numpy(full[None]), "multiclass").numpy()[0]
-        return probs >= self.threshold
+    def _masks(self, records: list[SliceRecord], probs: list[np.ndarray]) -> list[np.ndarray]:
+        """Threshold and post-process; the 3-D rules need one volume, so a case-day of mixed
+        slice sizes is post-processed slice by slice (its 3-D components are per slice)."""
+        from core.postprocess import apply
+
+        mode = self.model.module.mode
+        if len({r.shape for r in records}) == 1:
+            return list(apply(np.stack(probs), self.postprocess, mode))
+        return [apply(p[None], self.postprocess, mode)[0] for p in probs]
+
+    def _probabilities(self, x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """Organ probabilities at the slices' own size: a fold group averages its members'."""
+        total = None
+        for module in self.model.modules:
+            logits = to_original_size(self._logits(module, x), shape)
+            p = logits.softmax(1)[:, 1:] if module.mode == "multiclass" else logits.sigmoid()
+            total = p if total is None else total + p
+        return total / len(self.model.modules)
 
     def _logits(self, module: SegmentationModule, x: torch.Tensor) -> torch.Tensor:
         with self.model.placement.autocast():

@@ -23,7 +23,7 @@ import numpy as np
 
 from core.data.scan import DatasetIndex, SliceRecord, load_masks, read_png16
 from core.engines import load_for_engine
-from core.errors import CancelledError
+from core.errors import CancelledError, StudioError
 from core.events import Progress
 from core.export import WINDOW_PERCENTILES
 from core.metrics import CaseDayScore, score_case_day
@@ -233,3 +233,42 @@ def fold_roles(run: RunFolder, index: DatasetIndex) -> dict[str, str]:
 def runs_with_models(runs: list[RunFolder]) -> list[RunFolder]:
     """The runs that have a checkpoint to review."""
     return [r for r in runs if r.has_checkpoint()]
+
+
+@dataclass(frozen=True)
+class ReviewSource:
+    """A model the Review page can predict with: a run, or a fold group's ensemble."""
+    path: Path
+    label: str
+    is_group: bool = False
+
+
+def review_sources(root: Path) -> list[ReviewSource]:
+    """Fold groups with a trained fold (their ensembles), then every run with a checkpoint
+    (the folds too), newest first, each with the label to show."""
+    from core.runs import FoldGroup, is_group
+    from core.runs import list_runs
+
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    sources = []
+    for folder in sorted((f for f in root.iterdir() if is_group(f)), reverse=True):
+        group = FoldGroup(folder)
+        try:
+            trained = sum(r.has_checkpoint() for r in group.fold_runs())
+            cv = group.cv()
+        except StudioError:
+            continue
+        if not trained:
+            continue
+        score = (f" · out-of-fold score {cv['oof_tuned']['score']:.3f}"
+                 if cv and isinstance(cv.get("oof_tuned"), dict) else "")
+        sources.append(ReviewSource(folder, f"{group.info().get('name') or folder.name} "
+                                    f"(ensemble of {trained} folds){score}", True))
+    for run in runs_with_models(list_runs(root)):
+        info = run.info()
+        best = (f" · best {info.monitor.removeprefix('val_')} {info.best_score:.3f}"
+                if info.best_score is not None else "")
+        sources.append(ReviewSource(run.path, f"{info.name or run.name}{best}"))
+    return sources

@@ -39,7 +39,7 @@ from typing import Any
 
 from core import faults, paths
 from core.atomic import atomic_write_text
-from core.config import StudioConfig, load_config, save_config
+from core.config import StudioConfig, from_dict, load_config, save_config
 from core.data import ORGANS
 from core.errors import ConfigError, StudioError
 from core.events import TrainingStep, ValidationResult
@@ -54,6 +54,10 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 MODEL_DIR = "model"
 MODEL_META = "studio.json"
+GROUP_FILE = "group.json"
+"""Marks a fold group's folder (``FoldGroup``; trained by ``core.cv``)."""
+CV_FILE = "cv.json"
+OOF_DIR = "oof"
 
 METRIC_COLUMNS = (["epoch", "step", "train_loss", "val_loss", "val_dice"]
                   + [f"val_dice_{o}" for o in ORGANS]
@@ -427,6 +431,26 @@ class RunFolder:
         shutil.rmtree(old, ignore_errors=True)
         return self.model_dir
 
+    def model_meta(self) -> dict:
+        """``model/studio.json`` (empty when there is no readable one)."""
+        try:
+            data = json.loads((self.model_dir / MODEL_META).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def update_model_meta(self, **changes) -> None:
+        """Add ``changes`` to ``model/studio.json`` (atomically), e.g. the tuned post-processing."""
+        if not self.model_dir.is_dir():
+            raise StudioError(f"'{self.path}' has no exported model/ to record settings in")
+        meta = self.model_meta()
+        meta.update(changes)
+        try:
+            atomic_write_text(self.model_dir / MODEL_META, json.dumps(meta, indent=2))
+        except OSError as exc:
+            raise StudioError(f"cannot write '{self.model_dir / MODEL_META}': "
+                              f"{os_error_message(exc)}") from None
+
     def clean_partial_files(self) -> None:
         """Remove what a killed process left half-written (``*.partial`` checkpoints, model folders)."""
         for leftover in list(self.path.glob(f".{MODEL_DIR}.partial-*")) + \
@@ -515,20 +539,30 @@ def read_metric_rows(path: Path) -> list[dict[str, float]]:
 
 
 def list_runs(root: Path | None = None) -> list[RunFolder]:
-    """Every run folder under ``root`` (default: the runs folder), newest first."""
+    """Every run folder under ``root`` (default: the runs folder), newest first; the folds of a
+    fold group (``core.cv``) are runs too, listed as ``GROUP/fold-K``."""
     root = Path(root) if root else paths.runs_dir()
     if not root.is_dir():
         return []
-    runs = [RunFolder(f) for f in root.iterdir() if f.is_dir() and RunFolder(f).is_run()]
+    runs = []
+    for folder in sorted(root.iterdir()):
+        if not folder.is_dir():
+            continue
+        if RunFolder(folder).is_run():
+            runs.append(RunFolder(folder))
+        elif (folder / GROUP_FILE).is_file():
+            runs.extend(RunFolder(f) for f in sorted(folder.glob("fold-*"))
+                        if f.is_dir() and RunFolder(f).is_run())
     floor = datetime.min.replace(tzinfo=timezone.utc)
     infos = {r.path: r.info() for r in runs}
     return sorted(runs, key=lambda r: (infos[r.path].created_time or floor, r.name), reverse=True)
 
 
-def new_run_dir(config: StudioConfig, root: Path | None = None) -> Path:
-    """A fresh folder name under the runs folder: ``20250101-120000_b0_160px``."""
+def new_run_dir(config: StudioConfig, root: Path | None = None, suffix: str = "") -> Path:
+    """A fresh folder name under the runs folder: ``20250101-120000_b0_160px`` (+ ``suffix``)."""
     root = Path(root) if root else paths.runs_dir()
-    stem = f"{datetime.now():%Y%m%d-%H%M%S}_{config.model.variant}_{config.data.image_size}px"
+    stem = (f"{datetime.now():%Y%m%d-%H%M%S}_{config.model.variant}_{config.data.image_size}px"
+            f"{suffix}")
     candidate, n = root / stem, 2
     while candidate.exists():
         candidate, n = root / f"{stem}_{n}", n + 1
@@ -603,3 +637,117 @@ def format_metric_cell(key: str, value) -> str:
         return f"{float(value):.1f}"
     return f"{float(value):.6g}"
 
+
+# -- fold groups (core.cv trains them) -----------------------------------------------------------
+def fold_name(fold: int) -> str:
+    return f"fold-{fold}"
+
+
+def is_group(path: str | Path) -> bool:
+    return (Path(path) / GROUP_FILE).is_file()
+
+
+@dataclass
+class FoldGroup:
+    """A fold group's folder; cheap to make (nothing is read until asked)."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def info_path(self) -> Path:
+        return self.path / GROUP_FILE
+
+    @property
+    def cv_path(self) -> Path:
+        return self.path / CV_FILE
+
+    @property
+    def oof_dir(self) -> Path:
+        return self.path / OOF_DIR
+
+    def is_group(self) -> bool:
+        return self.info_path.is_file()
+
+    def fold_run(self, fold: int) -> RunFolder:
+        return RunFolder(self.path / fold_name(fold))
+
+    def info(self) -> dict:
+        try:
+            data = json.loads(self.info_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise StudioError(f"'{self.info_path}' is missing or damaged; this is not a readable "
+                              "fold group") from None
+        if not isinstance(data, dict) or not isinstance(data.get("folds"), list):
+            raise StudioError(f"'{self.info_path}' is damaged (no list of folds)")
+        return data
+
+    def write_info(self, info: dict) -> None:
+        try:
+            atomic_write_text(self.info_path, json.dumps(info, indent=2))
+        except OSError as exc:
+            raise StudioError(f"cannot write '{self.info_path}': {os_error_message(exc)}") from None
+
+    def update_info(self, **changes) -> dict:
+        info = self.info()
+        info.update(changes)
+        self.write_info(info)
+        return info
+
+    def create(self, config: StudioConfig, data_dir: Path, folds: list[int]) -> None:
+        if self.info_path.exists() or RunFolder(self.path).is_run():
+            raise StudioError(f"'{self.path}' already holds a run or a fold group; resume it "
+                              "(--resume) or choose a new folder")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StudioError(f"cannot create '{self.path}': {os_error_message(exc)}") from None
+        self.write_info({"kind": "fold-group", "folds": folds,
+                         "num_folds": config.data.num_folds, "status": "running",
+                         "data_dir": str(Path(data_dir).resolve()), "created": now_iso(),
+                         "name": "", "config": config.to_dict()})
+
+    def config(self) -> StudioConfig:
+        return from_dict(self.info()["config"])
+
+    def folds(self) -> list[int]:
+        return [int(k) for k in self.info()["folds"]]
+
+    def fold_runs(self) -> list[RunFolder]:
+        return [self.fold_run(k) for k in self.folds()]
+
+    def cv(self) -> dict | None:
+        """``cv.json`` (None before the group has finished)."""
+        try:
+            data = json.loads(self.cv_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            raise StudioError(f"'{self.cv_path}' is damaged; resume the group to score it "
+                              "again (main.py train --resume --run-dir "
+                              f"{self.path})") from None
+        return data if isinstance(data, dict) else None
+
+    def postprocess(self):
+        """The tuned ``PostProcess`` of ``cv.json`` (None when there is none yet)."""
+        from core.postprocess import PostProcess
+
+        cv = self.cv()
+        if not cv or not cv.get("postprocess"):
+            return None
+        return PostProcess.from_dict(cv["postprocess"])
+
+    def status(self) -> str:
+        status = str(self.info().get("status", "running"))
+        if status == "running" and self.lock().live_holder() is None:
+            return "interrupted"
+        return status
+
+    def lock(self) -> RunLock:
+        return RunLock(self.path)

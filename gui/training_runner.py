@@ -94,19 +94,42 @@ class TrainingRunner(QObject):
     def is_active(self) -> bool:
         return self.state != IDLE
 
-    def start(self, config: StudioConfig, data_dir: Path, run_dir: Path | None = None) -> Path:
-        """Start a new run; returns its folder. Raises ``StudioError`` for an unusable config."""
+    def start(self, config: StudioConfig, data_dir: Path, run_dir: Path | None = None,
+              all_folds: bool = False) -> Path:
+        """Start a new run (``all_folds``: a fold group, every fold of ``data.num_folds`` one after
+        another); returns its folder. Raises ``StudioError`` for an unusable config."""
+        from core.cv import FoldGroupSession
         from core.session import TrainingSession  # the engine: loaded after the window is painted
 
-        run_dir = run_dir or new_run_dir(config)
-        self._launch(TrainingSession(config, data_dir, run_dir, on_event=self._throttle.push))
+        if all_folds:
+            run_dir = run_dir or new_run_dir(config, suffix=f"_{config.data.num_folds}folds")
+            session = FoldGroupSession(config, data_dir, run_dir, on_event=self._throttle.push)
+        else:
+            run_dir = run_dir or new_run_dir(config)
+            session = TrainingSession(config, data_dir, run_dir, on_event=self._throttle.push)
+        self._launch(session)
         return run_dir
 
-    def resume(self, run_dir: Path) -> None:
-        """Continue a stopped run from its ``checkpoints/last.ckpt`` with its own settings."""
+    def resume(self, run_dir: Path) -> Path:
+        """Continue a stopped run from its ``checkpoints/last.ckpt`` with its own settings; a fold
+        of a fold group (or the group) continues the group. Returns the folder that continues."""
+        from core.cv import FoldGroupSession, is_group
         from core.session import TrainingSession
 
-        self._launch(TrainingSession.resume(run_dir, on_event=self._throttle.push))
+        run_dir = Path(run_dir)
+        if not is_group(run_dir) and is_group(run_dir.parent):
+            run_dir = run_dir.parent
+        kind = FoldGroupSession if is_group(run_dir) else TrainingSession
+        self._launch(kind.resume(run_dir, on_event=self._throttle.push))
+        return run_dir
+
+    @property
+    def training_dir(self) -> Path | None:
+        """The run folder being trained now (a fold group's current fold)."""
+        current = getattr(self.session, "current", None)
+        if current is not None:
+            return Path(current.run_dir)
+        return self.run_dir if self.is_active else None
 
     def stop(self) -> None:
         if self.state == RUNNING and self.session is not None:

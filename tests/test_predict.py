@@ -153,7 +153,7 @@ def test_the_batch_size_follows_the_device_unless_given():
     index = SimpleNamespace(slices=[])
 
     def on(device):
-        return SimpleNamespace(device=torch.device(device))
+        return SimpleNamespace(device=torch.device(device), postprocess=None)
 
     assert Predictor(on("cpu"), index).batch_size == 4 == default_batch_size("cpu")
     assert Predictor(on("cuda"), index).batch_size == 16 == default_batch_size(torch.device("cuda"))

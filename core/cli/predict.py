@@ -8,7 +8,8 @@ import time
 
 def add_arguments(parser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", metavar="RUN_DIR", help="run folder (its best checkpoint)")
+    source.add_argument("--run", metavar="RUN_DIR", help="run folder (its best checkpoint), or a "
+                        "fold group (train --folds): its folds' probabilities averaged")
     source.add_argument("--checkpoint", metavar="PATH", help="a .ckpt file, a save_pretrained "
                         "folder with studio.json (a run's model/), or an exported .onnx file")
     parser.add_argument("--data", required=True, metavar="DATA_DIR", help="dataset folder (Kaggle "
@@ -23,8 +24,12 @@ def add_arguments(parser) -> None:
                         "case123_day20")
     parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped "
                         "prediction")
-    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold per "
-                        "organ (multilabel; default 0.5)")
+    parser.add_argument("--threshold", type=float, help="probability threshold for every organ "
+                        "(multilabel), replacing the tuned ones (default: the model's tuned "
+                        "post-processing, else 0.5)")
+    parser.add_argument("--no-postprocess", action="store_true", help="plain thresholding: ignore "
+                        "the post-processing tuned for the model (thresholds, small-blob removal, "
+                        "empty-slice rule)")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--labels", metavar="ORGAN=N,...", help="label values of a NIfTI/DICOM "
                         "dataset's labels (see scan --labels)")
@@ -48,7 +53,7 @@ def run(args) -> int:
 
     if args.overlays and not args.masks_dir:
         raise StudioError("--overlays needs --masks-dir DIR")
-    if not 0.0 < args.threshold < 1.0:
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise StudioError(f"--threshold {args.threshold}: choose a value between 0 and 1")
     from core.data.volumes import parse_labels
     from core.volume_export import export_volumes
@@ -57,7 +62,11 @@ def run(args) -> int:
         raise StudioError("--per-organ needs --nifti-dir DIR")
     model = load_for_engine(args.run or args.checkpoint, args.device, args.engine)
     index = scan_dataset(args.data, labels=parse_labels(args.labels) if args.labels else None)
-    predictor = Predictor(model, index, threshold=args.threshold, tta=args.tta)
+    kwargs = {"postprocess": None} if args.no_postprocess else {}
+    predictor = Predictor(model, index, threshold=args.threshold, tta=args.tta, **kwargs)
+    if not predictor.postprocess.is_default():
+        print("post-processing (tuned; --no-postprocess turns it off):\n  "
+              + "\n  ".join(predictor.postprocess.describe().splitlines()), flush=True)
     start, last = time.perf_counter(), [0.0]
 
     def progress(event):

@@ -16,7 +16,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting, e.g. --set train.epochs=3 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue a stopped run from "
-                        "checkpoints/last.ckpt with its saved settings")
+                        "checkpoints/last.ckpt with its saved settings (or a stopped fold group)")
+    parser.add_argument("--folds", metavar="all|K,K,...", help="train a fold group: every fold of "
+                        "data.num_folds ('all') or the listed ones, one after another, into "
+                        "RUN_DIR/fold-K/; then score the out-of-fold predictions and tune the "
+                        "post-processing on them (RUN_DIR/cv.json)")
 
 
 class ProgressPrinter:
@@ -44,6 +48,14 @@ class ProgressPrinter:
                   f"dice {m.get('val_dice', float('nan')):.4f} ({organs}), hausdorff "
                   f"{m.get('val_hausdorff', float('nan')):.4f}, score "
                   f"{m.get('val_score', float('nan')):.4f}", flush=True)
+        elif isinstance(event, ev.GroupProgress):
+            if event.fold >= 0:
+                print(f"fold {event.fold} ({event.position + 1} of {event.count})", flush=True)
+            else:
+                print("all folds trained; scoring the out-of-fold predictions", flush=True)
+        elif isinstance(event, ev.LogMessage) and event.message.startswith(("out-of-fold",
+                                                                            "post-processing")):
+            print(event.message, flush=True)
         elif isinstance(event, ev.TrainingStarted):
             print(f"training on {event.device} ({event.precision}): {event.epochs} epochs × "
                   f"{event.steps_per_epoch} steps, from step {event.start_step}", flush=True)
@@ -55,6 +67,23 @@ class ProgressPrinter:
             print(f"{event.level}: {event.message}", file=sys.stderr, flush=True)
 
 
+def parse_folds(text: str, num_folds: int) -> list[int]:
+    """``all`` → every fold; ``0,2`` → those (in order, without repeats)."""
+    from core.errors import StudioError
+
+    if text.strip().lower() == "all":
+        return list(range(num_folds))
+    try:
+        folds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise StudioError(f"--folds {text!r}: give 'all' or fold numbers like 0,1,2") from None
+    bad = [k for k in folds if not 0 <= k < num_folds]
+    if bad or not folds:
+        raise StudioError(f"--folds {text!r}: folds are 0…{num_folds - 1} (data.num_folds is "
+                          f"{num_folds}; change it with --set data.num_folds=N)")
+    return list(dict.fromkeys(folds))
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -64,21 +93,26 @@ def run(args) -> int:
     import signal
 
     from core.config import StudioConfig, apply_overrides, load_config
+    from core.cv import FoldGroupSession, is_group
     from core.errors import StudioError
     from core.session import AbortRequested, TrainingSession
 
     if args.resume:
-        if args.config or args.set:
-            raise StudioError("--resume continues with the run's saved settings; drop --config "
-                              "and --set (start a new run to change them)")
-        session = TrainingSession.resume(args.run_dir, on_event=ProgressPrinter(),
-                                         data_dir=args.data)
+        if args.config or args.set or args.folds:
+            raise StudioError("--resume continues with the run's saved settings; drop --config, "
+                              "--set and --folds (start a new run to change them)")
+        kind = FoldGroupSession if is_group(args.run_dir) else TrainingSession
+        session = kind.resume(args.run_dir, on_event=ProgressPrinter(), data_dir=args.data)
     else:
         if not args.data:
             raise StudioError("--data DATA_DIR is required for a new run")
         config = load_config(args.config) if args.config else StudioConfig()
         config = apply_overrides(config, args.set)
-        session = TrainingSession(config, args.data, args.run_dir, on_event=ProgressPrinter())
+        if args.folds:
+            session = FoldGroupSession(config, args.data, args.run_dir, ProgressPrinter(),
+                                       folds=parse_folds(args.folds, config.data.num_folds))
+        else:
+            session = TrainingSession(config, args.data, args.run_dir, on_event=ProgressPrinter())
 
     def abort(_signum, _frame):  # the second Ctrl+C: end now, keep the last checkpoint
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -124,7 +124,9 @@ class SegmentationModule(pl.LightningModule):
         self.mode = self.config.model.mode
         self.register_buffer("pixel_mean", torch.tensor(MEAN).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(STD).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("_val_loss", torch.zeros(2), persistent=False)
+        # Not a buffer: weight averaging (train.ema) swaps every buffer with the average's copy
+        # around validation, and this sum is made during validation.
+        self._val_loss: torch.Tensor | None = None
         self._val_scores: _CaseDayScores | None = None
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -177,7 +179,7 @@ class SegmentationModule(pl.LightningModule):
         return loss
 
     def on_validation_epoch_start(self):
-        self._val_loss.zero_()
+        self._val_loss = torch.zeros(2, device=self.device)
         self._val_scores = _CaseDayScores()
 
     def validation_step(self, batch, batch_idx):
@@ -194,7 +196,9 @@ class SegmentationModule(pl.LightningModule):
         self._val_scores.flush(self.trainer.datamodule.case_day_names)
         result = self._val_scores.scores.result()
         self._val_scores = None
-        metrics = {"val_loss": self._val_loss[0] / self._val_loss[1].clamp_min(1),
+        total, count = self._val_loss
+        self._val_loss = None
+        metrics = {"val_loss": total / count.clamp_min(1),
                    "val_dice": result.dice, "val_hausdorff": result.hausdorff,
                    "val_score": result.score}
         metrics.update({f"val_dice_{organ}": result.dice_per_organ[organ] for organ in ORGANS})

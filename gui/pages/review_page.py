@@ -25,8 +25,8 @@ from core import paths, volume_export
 from core.errors import StudioError
 from core.events import Progress
 from core.export import write_mask_png, write_submission
-from core.review import CaseDayResult, ReviewSession, fold_roles, runs_with_models, truth_only
-from core.runs import RunFolder, list_runs
+from core.review import CaseDayResult, ReviewSession, fold_roles, review_sources, truth_only
+from core.runs import RunFolder
 from gui.review.figure import SCALES, render_figure
 from gui.review.fold_summary import FoldSummary
 from gui.review.panel import DisplayPanel
@@ -61,7 +61,7 @@ class ReviewPage(QWidget):
         self.session = session or ReviewSession()
         self.settings = settings or StudioSettings()
         self.viewer = ViewerState()
-        self.runs: list[RunFolder] = []
+        self.runs: list = []  # core.review.ReviewSource
         self.roles: dict[str, str] = {}
         self.result: CaseDayResult | None = None
         self.task: BackgroundTask | None = None
@@ -245,15 +245,16 @@ class ReviewPage(QWidget):
         """Re-read the runs folder: new runs appear, labels show each run's current best."""
         current = self.selected_run()
         root = self.runs_root or paths.runs_dir()
-        self.runs = runs_with_models(list_runs(root)) if root.is_dir() else []
+        self.runs = review_sources(root)
         self.run_box.blockSignals(True)
         self.run_box.clear()
-        for run in self.runs:
-            info = run.info()
-            best = (f" · best {info.monitor.removeprefix('val_')} {info.best_score:.3f}"
-                    if info.best_score is not None else "")
-            self.run_box.addItem(f"{info.name or run.name}{best}", str(run.path))
-            self.run_box.setItemData(self.run_box.count() - 1, str(run.path), Qt.ToolTipRole)
+        for source in self.runs:
+            self.run_box.addItem(source.label, str(source.path))
+            tip = str(source.path) + ("\nThe folds' probabilities are averaged, with the "
+                                      "post-processing tuned out-of-fold. Every labelled case was "
+                                      "seen in training by all folds but one: score the folds, "
+                                      "or read cv.json, for honest scores." if source.is_group else "")
+            self.run_box.setItemData(self.run_box.count() - 1, tip, Qt.ToolTipRole)
         if current is not None:
             i = self.run_box.findData(str(current))
             if i >= 0:

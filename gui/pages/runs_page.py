@@ -208,8 +208,8 @@ class RunsPage(QWidget):
             self.show_selection()
 
     def _is_live(self, run: RunRow) -> bool:
-        return self.runner.is_active and self.runner.run_dir is not None and \
-            Path(self.runner.run_dir).resolve() == run.path.resolve()
+        training = self.runner.training_dir
+        return training is not None and Path(training).resolve() == run.path.resolve()
 
     # -- reading ----------------------------------------------------------------------------------
     def refresh(self) -> None:

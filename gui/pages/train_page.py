@@ -10,15 +10,15 @@ from datetime import datetime
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
+from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
                                QScrollArea, QSplitter, QVBoxLayout, QWidget)
 
 from core.config import StudioConfig
 from core.data import ORGANS
 from core.errors import StudioError
 from core.runs import RunFolder
-from core.events import (CheckpointSaved, LogMessage, Progress, TrainingFailed, TrainingFinished,
-                         TrainingStarted, TrainingStep, ValidationResult)
+from core.events import (CheckpointSaved, GroupProgress, LogMessage, Progress, TrainingFailed,
+                         TrainingFinished, TrainingStarted, TrainingStep, ValidationResult)
 from gui.presets import PRESETS, load_preset
 from gui.state import StudioState
 from gui.training_runner import IDLE, RUNNING, STOPPING, TrainingRunner
@@ -89,6 +89,15 @@ class TrainPage(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.resume_button = QPushButton("Resume")
         self.resume_button.clicked.connect(lambda: self.resume(self.resumable_run))
+        self.all_folds_box = QCheckBox("Train all folds")
+        self.all_folds_box.setToolTip(
+            "Cross-validation: train every fold of 'Folds' one after another into one folder, "
+            "score each case with the model that did not see it (out-of-fold), tune the "
+            "post-processing on those predictions, and predict with the folds' ensemble")
+        self.all_folds_box.toggled.connect(lambda _on: self._update_buttons())
+        self.group_label = QLabel()
+        self.group_label.setObjectName("groupProgress")
+        self.group_label.hide()
         self.dataset_label = QLabel()
         self.dataset_label.setObjectName("hint")
         self.why_label = QLabel()
@@ -98,6 +107,7 @@ class TrainPage(QWidget):
         controls = QHBoxLayout()
         for button in (self.start_button, self.stop_button, self.resume_button):
             controls.addWidget(button)
+        controls.addWidget(self.all_folds_box)
         controls.addWidget(self.why_label, 2)
         controls.addWidget(self.dataset_label, 1)
 
@@ -125,6 +135,7 @@ class TrainPage(QWidget):
         right_layout.setContentsMargins(4, 0, 0, 0)
         right_layout.addLayout(controls)
         right_layout.addWidget(self.banner)
+        right_layout.addWidget(self.group_label)
         right_layout.addWidget(self.progress)
         right_layout.addWidget(charts_split, 1)
 
@@ -190,12 +201,13 @@ class TrainPage(QWidget):
         if self.why_not_startable():
             return
         config = self.form.config()
+        all_folds = self.all_folds_box.isChecked()
         try:
-            run_dir = self.runner.start(config, self.state.dataset_dir)
+            run_dir = self.runner.start(config, self.state.dataset_dir, all_folds=all_folds)
         except StudioError as exc:
             show_error(self, "Cannot start training", str(exc))
             return
-        self._begin(run_dir, f"New run in {run_dir}")
+        self._begin(run_dir, f"New {'fold group' if all_folds else 'run'} in {run_dir}")
         self.charts.clear_data()
         self.run_started.emit(run_dir)
 
@@ -203,16 +215,20 @@ class TrainPage(QWidget):
         if run_dir is None or self.runner.is_active:
             return
         try:
-            self.runner.resume(run_dir)
+            run_dir = self.runner.resume(run_dir)
         except StudioError as exc:
             show_error(self, "Cannot resume the run", str(exc))
             return
         self._begin(run_dir, f"Resuming {run_dir}")
         self.charts.clear_data()
-        steps, validations = RunFolder(run_dir).metric_events()  # the run so far, then live points
+        self._show_history(RunFolder(run_dir))
+        self.run_started.emit(run_dir)
+
+    def _show_history(self, run: RunFolder) -> None:
+        """The curves of ``run`` so far (a resumed run; a fold group's fold), then live points."""
+        steps, validations = run.metric_events()
         self.charts.add_steps(steps)
         self.charts.add_validations(validations)
-        self.run_started.emit(run_dir)
 
     def stop(self) -> None:
         self.runner.stop()
@@ -221,6 +237,7 @@ class TrainPage(QWidget):
         self.last_result = None
         self.resumable_run = None
         self.banner.hide()
+        self.group_label.hide()
         self.progress.reset()
         self.log.clear()
         self.append_log(message)
@@ -241,6 +258,8 @@ class TrainPage(QWidget):
         for event in events:
             if isinstance(event, Progress):
                 self.progress.on_preparing(event)
+            elif isinstance(event, GroupProgress):
+                self._on_group_progress(event)
             elif isinstance(event, TrainingStarted):
                 self.progress.on_started(event)
                 self.charts.set_extent(event.total_steps, event.epochs)
@@ -261,6 +280,19 @@ class TrainPage(QWidget):
                 self.banner.show_message("error", f"<b>Failed:</b> {event.message}")
                 self.append_log(event.message, "error")
                 show_error(self, "Training failed", event.message, event.details)
+
+    def _on_group_progress(self, event: GroupProgress) -> None:
+        """A fold group moved on: the charts show the fold now training (its curves so far)."""
+        self.group_label.show()
+        if event.fold < 0:
+            self.group_label.setText(f"<b>Fold group:</b> all {event.count} folds trained; scoring "
+                                     "the out-of-fold predictions and tuning the post-processing…")
+            return
+        self.group_label.setText(f"<b>Fold group:</b> fold {event.fold} — {event.position + 1} of "
+                                 f"{event.count}")
+        self.charts.clear_data()
+        self.progress.reset()
+        self._show_history(RunFolder(event.run_dir))
 
     def _review_last_run(self) -> None:
         if self.runner.run_dir is not None:
@@ -286,10 +318,13 @@ class TrainPage(QWidget):
         self._update_buttons()
 
     def _on_ended(self) -> None:
+        from core.cv import is_group
+
         result = self.last_result
-        if isinstance(result, TrainingFinished) and result.status == "stopped" and \
-                RunFolder(self.runner.run_dir).has_last_checkpoint():
-            self.resumable_run = self.runner.run_dir
+        run_dir = self.runner.run_dir
+        if isinstance(result, TrainingFinished) and result.status == "stopped" and (
+                is_group(run_dir) or RunFolder(run_dir).has_last_checkpoint()):
+            self.resumable_run = run_dir
         status = {TrainingFinished: lambda r: r.status.capitalize(),
                   TrainingFailed: lambda r: "Failed"}
         self.progress.on_ended(status[type(result)](result) if result else "Idle")
@@ -307,6 +342,11 @@ class TrainPage(QWidget):
         self.stop_button.setEnabled(state == RUNNING)
         self.stop_button.setText("Stopping…" if state == STOPPING else "Stop")
         self.resume_button.setEnabled(state == IDLE and self.resumable_run is not None)
+        self.all_folds_box.setEnabled(state == IDLE)
+        folds = self.form.config().data.num_folds if self.all_folds_box.isChecked() else 0
+        if folds and not reason:
+            self.start_button.setToolTip(f"Train all {folds} folds with these settings, then "
+                                         "score and tune them out-of-fold")
         self.resume_button.setToolTip(f"Continue {self.resumable_run}" if self.resumable_run else
                                       "Resume continues a stopped run (also from the Runs page)")
         index = self.state.index
