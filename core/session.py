@@ -8,6 +8,12 @@ The run folder's format belongs to ``core.runs.RunFolder``; this module drives L
   writes ``last.ckpt`` — in that order, within one callback, so ``last.ckpt`` and ``run.json`` always
   name the best checkpoint of the same validation — and every ``train.checkpoint_minutes`` mid-epoch.
 * ``_RunEvents`` turns the remaining hooks into events and honours Stop at the next optimiser step.
+* ``RunEarlyStopping`` (an ``EarlyStopping``, ``train.early_stop_patience``) ends a run whose monitored
+  score stopped improving; its count is in every checkpoint, so a resumed run stops where an
+  uninterrupted one would.
+* Lightning's ``WeightAveraging`` with an EMA (``train.ema``) keeps the average of the weights:
+  validation, the best checkpoint's ``state_dict`` and ``model/`` hold the average, the raw weights
+  go on training (``current_model_state`` in the checkpoint).
 
 The session runs on whatever thread calls ``run()`` (a QThread in the GUI, the main thread in the
 CLI); ``request_stop()`` may be called from any thread.
@@ -29,7 +35,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint, WeightAveraging
+from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
+from torch.optim.swa_utils import get_ema_avg_fn
 
 from core import faults, paths
 from core.checkpoints import AtomicCheckpointIO, checkpoint_config, load_checkpoint
@@ -114,6 +122,48 @@ class RunCheckpoint(ModelCheckpoint):
             self.write_last(trainer)
 
 
+class RunEarlyStopping(EarlyStopping):
+    """Lightning's ``EarlyStopping`` on ``train.monitor``, checked after each validation (before
+    ``RunCheckpoint`` writes ``last.ckpt``, so the checkpoint holds the count that stopped it).
+
+    A run killed after that checkpoint but before ``run.json`` said "finished" resumes with the
+    patience already spent: it ends at once instead of training another epoch."""
+
+    def __init__(self, monitor: str, patience: int):
+        super().__init__(monitor=monitor, mode=MONITOR_MODES[monitor], patience=patience,
+                         check_on_train_epoch_end=False, check_finite=False)
+
+    @property
+    def state_key(self) -> str:
+        return "RunEarlyStopping"
+
+    @property
+    def fired(self) -> bool:
+        return self.stopping_reason == EarlyStoppingReason.PATIENCE_EXHAUSTED
+
+    def on_train_start(self, trainer, pl_module):
+        if self.fired:
+            trainer.should_stop = True
+
+    def reason(self) -> str:
+        return (f"stopped early after epoch {self.stopped_epoch}: {self.monitor} did not improve "
+                f"for {self.wait_count} validations")
+
+
+def ema_warning(decay: float, steps: int) -> str | None:
+    """A warning when a run is too short for its EMA decay: at its end the average would still be
+    mostly the weights of its first steps (``decay ** steps`` of it). None when the run is long
+    enough (under 5 % left)."""
+    share = decay ** steps
+    if share < 0.05:
+        return None
+    suggested = max(0.9, 1 - 3 / max(1, steps))  # the start's share falls to about 5 %
+    return (f"EMA decay {decay:g} averages over about {round(1 / (1 - decay)):,} optimiser steps, "
+            f"but this run has {steps}: at its end the average still holds {share:.0%} of the "
+            f"weights of its first steps. Lower train.ema_decay to about {suggested:.3f}, train "
+            "longer, or turn train.ema off")
+
+
 class _RunEvents(Callback):
     """Hooks → events (start, throughput, memory warnings), Stop at the next optimiser step, and the
     sampler's position in the epoch saved with every checkpoint."""
@@ -150,6 +200,10 @@ class _RunEvents(Callback):
                                      session.total_steps, trainer.global_step,
                                      session.placement.accelerator, session.placement.precision))
         self.window.clear()
+        train = session.config.train
+        warning = ema_warning(train.ema_decay, session.total_steps) if train.ema else None
+        if warning and not session.resuming:
+            session.emit(LogMessage(warning, "warning"))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.window.append((time.perf_counter(), len(batch["mask"])))
@@ -339,11 +393,18 @@ class TrainingSession:
             module.model.compile()  # in place: state-dict keys stay those of the plain model
         self.checkpoint = RunCheckpoint(self)
         train = self.config.train
+        # The average first: it must take in a step before _RunEvents or RunCheckpoint save it.
+        callbacks: list[Callback] = []
+        if train.ema:
+            callbacks.append(WeightAveraging(avg_fn=get_ema_avg_fn(decay=train.ema_decay)))
+        early = (RunEarlyStopping(train.monitor, train.early_stop_patience)
+                 if train.early_stop_patience > 0 else None)
+        callbacks += [early] if early else []
         trainer = pl.Trainer(
             accelerator=placement.accelerator, devices=1, precision=placement.precision,
             max_epochs=train.epochs, max_steps=train.max_steps,
             accumulate_grad_batches=train.accumulate_grad_batches,
-            callbacks=[self.checkpoint, _RunEvents(self, data)],
+            callbacks=[*callbacks, self.checkpoint, _RunEvents(self, data)],
             plugins=[AtomicCheckpointIO()],
             logger=[MetricsLogger(self.folder.metrics_path, self._on_row)],
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
@@ -361,8 +422,12 @@ class TrainingSession:
             export_model(self.folder, best, self.config)
             self.emit(CheckpointSaved(str(self.folder.model_dir), -1, best=True))
         status = "stopped" if stopped else "finished"
-        reason = (f"stopped at step {trainer.global_step}; resume to continue" if stopped else
-                  f"finished {trainer.current_epoch} epochs, {trainer.global_step} steps")
+        if stopped:
+            reason = f"stopped at step {trainer.global_step}; resume to continue"
+        elif early is not None and early.fired:
+            reason = early.reason()
+        else:
+            reason = f"finished {trainer.current_epoch} epochs, {trainer.global_step} steps"
         info = self.folder.update_info(status=status, step=trainer.global_step)
         event = TrainingFinished(status, reason, str(last), info.best_score, info.monitor)
         self.emit(event)

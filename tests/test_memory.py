@@ -340,3 +340,22 @@ def test_cli_explains_bad_input(capsys):
     if not torch.cuda.is_available():
         assert run_cli(["estimate", "--measure"]) == 2
         assert "GPU" in capsys.readouterr().err
+
+
+def test_ema_adds_the_averaged_copy_of_the_weights():
+    """train.ema keeps Lightning's AveragedModel next to the model: one more fp32 copy."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from core.model.factory import build_segformer
+
+    plain = estimate_peak_memory(_config(), device=None)
+    ema = estimate_peak_memory(_config("train.ema=true"), device=None)
+    cfg = _config()
+    model = build_segformer(cfg.model, warn_random=False)
+    average = AveragedModel(model, use_buffers=True)
+    average_bytes = sum(t.numel() * t.element_size()
+                        for t in [*average.module.parameters(), *average.module.buffers()])
+    assert ema.parts["weights"] - plain.parts["weights"] == pytest.approx(average_bytes, rel=0.01)
+    assert ema.total_bytes - plain.total_bytes == ema.parts["weights"] - plain.parts["weights"]
+    assert any("train.ema" in note for note in ema.notes)
+    assert not any("train.ema" in note for note in plain.notes)

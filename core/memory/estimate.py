@@ -161,6 +161,7 @@ class _EstimateInputs:
     precision: str
     device: DeviceMemory | None
     notes: tuple[str, ...]
+    ema: bool = False
 
     @classmethod
     def of(cls, cfg: StudioConfig, device: DeviceMemory | None) -> "_EstimateInputs":
@@ -178,8 +179,10 @@ class _EstimateInputs:
         if cfg.train.device == "cpu":
             notes.append("train.device is cpu: this is the memory the same training would need "
                          "on a GPU")
+        if cfg.train.ema:
+            notes.append("train.ema keeps a second copy of the weights (the average) on the GPU")
         return cls(terms, cfg.data.image_size, cfg.train.accumulate_grad_batches, precision,
-                   device, tuple(notes))
+                   device, tuple(notes), cfg.train.ema)
 
     def estimate(self, batch: int) -> MemoryEstimate:
         terms = self.terms
@@ -187,7 +190,7 @@ class _EstimateInputs:
         kinds = terms.peak(batch, pixels, accumulating=self.accumulate > 1)
         step_bytes = kinds["saved"] + kinds["forward"] + kinds["backward"]
         parts = {
-            "weights": terms.weight_bytes,
+            "weights": terms.weight_bytes * (2 if self.ema else 1),  # EMA: the average too
             "gradients": kinds["grad"],
             "optimizer_state": terms.optimizer_state_bytes,
             "activations": kinds["saved"],
