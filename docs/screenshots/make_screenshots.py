@@ -116,6 +116,10 @@ def main(out: Path) -> None:
     shot("review_three_planes.png", 1.5)
     page.score_fold()
     wait_for(lambda: page.fold.scores and not page.task.is_running, 900)
+    from PySide6.QtWidgets import QScrollArea
+
+    panel = next(w for w in page.findChildren(QScrollArea) if w.widget().isAncestorOf(page.fold))
+    panel.ensureWidgetVisible(page.fold)  # the fold summary sits at the bottom of the side panel
     shot("review_fold_summary.png", 1.5)
     page.export_view(out / "figure_example.png", scale=2)
     window.close()
