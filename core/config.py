@@ -131,6 +131,12 @@ class TrainConfig:
         0.999, "EMA decay", "Share of the average kept at each optimiser step: the average spans "
         "about 1/(1 − decay) steps (0.999: the last ~1,000). Used when EMA of the weights is on.",
         min=0.9, max=0.99999)
+    tune_postprocess: bool = _setting(
+        True, "Tune post-processing", "When the run finishes, predict its validation case-days at "
+        "their original size and choose, per organ, the probability threshold and the removal of "
+        "small blobs and near-empty slices that give the best competition score there (never worse "
+        "than plain 0.5); predict, Review and exports apply it. Seconds on the demo, minutes on a "
+        "full fold. A fold group tunes once, on its out-of-fold predictions.")
     device: str = _setting("auto", "Device", "auto: the GPU when there is one, else the CPU.",
                            choices=("auto", "cpu", "gpu"))
     channels_last: bool = _setting(False, "channels_last", "Channels-last memory format for weights "
@@ -335,6 +341,7 @@ MIGRATIONS = {
     "train.early_stop_patience": lambda data: 0,
     "train.ema": lambda data: False,
     "train.ema_decay": lambda data: 0.999,
+    "train.tune_postprocess": lambda data: False,  # runs from before it were not tuned
 }
 """How a config without a newer key is read: runs of earlier versions keep the behaviour they were
 trained with (their validation fold was drawn with ``train.seed``; their best model was chosen by

@@ -138,10 +138,11 @@ class FoldGroupSession:
                                      f"{run.path}"))
                 if run.is_run():
                     session = TrainingSession.resume(run.path, self._fold_event(fold, run),
-                                                     self.data_dir, self.cache_root)
-                else:
+                                                     self.data_dir, self.cache_root, tune=False)
+                else:  # the group tunes once, on every fold's validation predictions
                     session = TrainingSession(fold_config(self.config, fold), self.data_dir,
-                                              run.path, self._fold_event(fold, run), self.cache_root)
+                                              run.path, self._fold_event(fold, run), self.cache_root,
+                                              tune=False)
                 self.current = session
                 if self.stop_requested:
                     session.request_stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
@@ -123,15 +124,20 @@ def apply_masks(masks: np.ndarray, post: PostProcess) -> np.ndarray:
     """The size rules on bool ``(D, 3, H, W)`` masks of one case-day (a new array)."""
     masks = np.array(masks, dtype=bool, copy=True)
     for k, rule in enumerate(post.rules):
-        organ = masks[:, k]
-        if rule.min_size_2d:
-            for z in np.flatnonzero(organ.any((1, 2))):
-                organ[z] = _drop_small(organ[z], rule.min_size_2d, _STRUCTURE_2D)
-        if rule.min_size_3d and organ.any():
-            organ[:] = _drop_small(organ, rule.min_size_3d, _STRUCTURE_3D)
-        if rule.min_slice_area:
-            organ[organ.sum((1, 2)) < rule.min_slice_area] = False
+        masks[:, k] = _clean(masks[:, k], rule)
     return masks
+
+
+def _clean(organ: np.ndarray, rule: OrganRule) -> np.ndarray:
+    """One organ's ``(D, H, W)`` bool masks under ``rule``'s size rules (in place, returned)."""
+    if rule.min_size_2d:
+        for z in np.flatnonzero(organ.any((1, 2))):
+            organ[z] = _drop_small(organ[z], rule.min_size_2d, _STRUCTURE_2D)
+    if rule.min_size_3d and organ.any():
+        organ[:] = _drop_small(organ, rule.min_size_3d, _STRUCTURE_3D)
+    if rule.min_slice_area:
+        organ[organ.sum((1, 2)) < rule.min_slice_area] = False
+    return organ
 
 
 def apply(probs: np.ndarray, post: PostProcess | None, mode: str = "multilabel") -> np.ndarray:
@@ -141,6 +147,12 @@ def apply(probs: np.ndarray, post: PostProcess | None, mode: str = "multilabel")
     masks = threshold(probs, post, mode)
     return masks if all(r.min_size_2d == r.min_size_3d == r.min_slice_area == 0
                         for r in post.rules) else apply_masks(masks, post)
+
+
+def _mapped(path, array: np.ndarray) -> np.ndarray:
+    mapped = np.lib.format.open_memmap(path, mode="w+", dtype=array.dtype, shape=array.shape)
+    mapped[:] = array
+    return mapped
 
 
 def _drop_small(mask: np.ndarray, min_size: int, structure: np.ndarray) -> np.ndarray:
@@ -165,35 +177,67 @@ class SearchResult:
 
 def search(case_days: Iterable, mode: str = "multilabel", grid: dict | None = None,
            progress: Callable[[int, int], None] | None = None,
-           cancel: Callable[[], bool] | None = None, passes: int = 1) -> SearchResult:
+           cancel: Callable[[], bool] | None = None, passes: int = 1,
+           workdir=None) -> SearchResult:
     """The per-organ post-processing that maximises the competition score over ``case_days``
     (``(name, probabilities (D, 3, H, W), truth bool (D, 3, H, W))``, out-of-fold): coordinate
     ascent from the default, organ by organ and parameter by parameter over ``grid``; a value is
     kept only if it raises the score, so the result is never worse than the default and ties keep
-    the simpler setting. Each evaluation scores every case-day (the Hausdorff is the cost): on the
-    demo's 8 case-days at 266 px, about 0.3 s each on one core."""
-    from core.metrics import ScoreAccumulator
+    the simpler setting.
 
-    data = list(case_days)
+    An organ's masks depend only on its own probabilities and rule, so a candidate recomputes one
+    organ of each case-day (the others are kept from the best so far) and scores with
+    ``core.metrics.score_terms`` (Dice and the union's Hausdorff — the score's two terms — without
+    the per-organ Hausdorff values). With ``workdir`` (a folder), the best setting's masks it keeps
+    are memory-mapped files there, not memory (a whole dataset's out-of-fold masks)."""
+    from core.metrics import score_of_terms, score_terms
+
+    data = [(name, probs, np.asarray(truth, dtype=bool)) for name, probs, truth in case_days]
     grid = grid or GRID
     params = [p for p in GRID if p in grid and not (mode == "multiclass" and p == "threshold")]
-    total = passes * len(ORGANS) * sum(len(grid[p]) for p in params)
+    total = 1 + passes * len(ORGANS) * sum(len(grid[p]) - 1 for p in params)
     evaluated = 0
+    best = PostProcess.default()
+    masks = [apply(probs, best, mode) if workdir is None else  # the best setting's, kept
+             _mapped(Path(workdir) / f"{n}-best.npy", apply(probs, best, mode))
+             for n, (_, probs, _) in enumerate(data)]
 
-    def score(post: PostProcess) -> float:
+    def organ_mask(probs, k: int, rule: OrganRule) -> np.ndarray:
+        if mode == "multiclass":  # the argmax needs every organ; the rule is this organ's
+            organ = threshold(probs, best, mode)[:, k]
+        else:
+            organ = np.asarray(probs[:, k]) >= np.asarray(rule.threshold, dtype=probs.dtype)
+        return _clean(organ, rule)
+
+    def score(k: int | None = None, rule: OrganRule | None = None) -> tuple[float, list | None]:
+        """The score with organ ``k`` under ``rule`` (None: the best setting as it is). A case-day
+        whose organ ``k`` comes out as it is under the best setting keeps its terms."""
         nonlocal evaluated
         if cancel is not None and cancel():
             raise CancelledError("post-processing search cancelled")
-        scores = ScoreAccumulator()
-        for name, probs, truth in data:
-            scores.add_case_day(name, apply(probs, post, mode), truth)
+        if k is None:
+            terms[:] = [score_terms(current, truth) for (_, _, truth), current in zip(data, masks)]
+            candidate_terms, changed = list(terms), None
+        else:
+            candidate_terms, changed = [], []
+            for (_, probs, truth), current, kept_terms in zip(data, masks, terms):
+                new = organ_mask(probs, k, rule)
+                if np.array_equal(new, current[:, k]):
+                    candidate_terms.append(kept_terms)
+                    changed.append(None)
+                    continue
+                kept = current[:, k].copy()
+                current[:, k] = new
+                candidate_terms.append(score_terms(current, truth))
+                current[:, k] = kept
+                changed.append(new)
         evaluated += 1
         if progress is not None:
             progress(min(evaluated, total), total)
-        return scores.result().score
+        return score_of_terms(candidate_terms), (changed, candidate_terms)
 
-    best = PostProcess.default()
-    before = best_score = score(best)
+    terms: list = []  # the best setting's score_terms per case-day
+    before = best_score = score()[0]
     trail = []
     for _ in range(passes):
         for k, organ in enumerate(ORGANS):
@@ -203,9 +247,13 @@ def search(case_days: Iterable, mode: str = "multilabel", grid: dict | None = No
                     if value == current:
                         continue
                     candidate = best.replace_rule(k, **{param: value})
-                    value_score = score(candidate)
+                    value_score, (changed, candidate_terms) = score(k, candidate.rules[k])
                     if value_score > best_score + 1e-12:
                         best, best_score = candidate, value_score
+                        for mask, new in zip(masks, changed):
+                            if new is not None:
+                                mask[:, k] = new
+                        terms[:] = candidate_terms
                         trail.append((organ, param, value, value_score))
                 current = getattr(best.rules[k], param)
     return SearchResult(best, before, best_score, evaluated, trail)

@@ -241,10 +241,12 @@ class TrainingSession:
     ``on_event`` from the calling thread. ``TrainingSession.resume(run_dir)`` continues a run."""
 
     def __init__(self, config: StudioConfig, data_dir: str | Path | None, run_dir: str | Path,
-                 on_event: EventSink = ignore_events, cache_root: str | Path | None = None):
+                 on_event: EventSink = ignore_events, cache_root: str | Path | None = None,
+                 tune: bool = True):
         if data_dir is None:
             raise StudioError("a new run needs a dataset folder (--data DATA_DIR)")
         self._setup(RunFolder(run_dir), ensure_valid(config), Path(data_dir), on_event, cache_root)
+        self.tune = tune
 
     def _setup(self, folder: RunFolder, config: StudioConfig, data_dir: Path, on_event: EventSink,
                cache_root, resume_checkpoint: Path | None = None, resuming: bool = False) -> None:
@@ -261,10 +263,11 @@ class TrainingSession:
     @classmethod
     def resume(cls, run_dir: str | Path, on_event: EventSink = ignore_events,
                data_dir: str | Path | None = None,
-               cache_root: str | Path | None = None) -> "TrainingSession":
+               cache_root: str | Path | None = None, tune: bool = True) -> "TrainingSession":
         """Continue the run in ``run_dir`` with its own settings, from ``checkpoints/last.ckpt`` (or
         from the start when it was interrupted before its first checkpoint). ``data_dir`` overrides
-        the dataset the run recorded (it moved)."""
+        the dataset the run recorded (it moved). ``tune``: False leaves the post-processing
+        untuned whatever ``train.tune_postprocess`` says (a fold group tunes on all its folds)."""
         run = RunFolder(run_dir)
         if not run.path.is_dir() or not run.is_run():
             raise StudioError(f"'{run.path}' is not a run folder (no config.yaml or run.json); "
@@ -282,6 +285,7 @@ class TrainingSession:
         session._setup(run, ensure_valid(config), Path(folder), on_event, cache_root, checkpoint,
                        resuming=True)
         session.resume_step = step
+        session.tune = tune
         return session
 
     # -- public API -------------------------------------------------------------------------
@@ -421,6 +425,8 @@ class TrainingSession:
         if best is not None:
             export_model(self.folder, best, self.config)
             self.emit(CheckpointSaved(str(self.folder.model_dir), -1, best=True))
+            if not stopped and self.tune and self.config.train.tune_postprocess:
+                self._tune(index)
         status = "stopped" if stopped else "finished"
         if stopped:
             reason = f"stopped at step {trainer.global_step}; resume to continue"
@@ -432,6 +438,19 @@ class TrainingSession:
         event = TrainingFinished(status, reason, str(last), info.best_score, info.monitor)
         self.emit(event)
         return event
+
+    def _tune(self, index: DatasetIndex) -> None:
+        """``train.tune_postprocess``: the run has trained; a Stop or a problem here leaves the
+        model with plain thresholding and the run finished."""
+        from core.tuning import tune_run
+
+        try:
+            tune_run(self.folder, index, self.cache_root, self.emit, lambda: self.stop_requested)
+        except CancelledError:
+            self.emit(LogMessage("stopped while tuning the post-processing; the model thresholds "
+                                 "at 0.5", "warning"))
+        except StudioError as exc:
+            self.emit(LogMessage(f"the post-processing was not tuned: {exc}", "warning"))
 
     def _scan(self) -> DatasetIndex:
         self.emit(LogMessage(f"Scanning {self.data_dir}"))

@@ -54,6 +54,7 @@ def test_a_group_stops_between_folds_and_resumes_to_the_end(group):
         assert run.status() == "finished", k
         assert run.config().data.fold == k
         assert run.info().name == f"{folder.name} · fold {k}"
+        assert "postprocess" not in run.model_meta()  # the group tunes once, out-of-fold
         steps = [int(r["step"]) for r in run.metric_rows() if "train_loss" in r]
         assert steps == sorted(set(steps)), "a fold's metrics.csv logs each step once"
 

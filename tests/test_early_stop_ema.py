@@ -25,7 +25,7 @@ def _config(*overrides):
     # 48 training slices at batch 8: 6 optimiser steps an epoch.
     return apply_overrides(StudioConfig(), ["data.image_size=64", "data.num_folds=2",
                                             "train.batch_size=8", "train.log_every_n_steps=1",
-                                            *overrides])
+                                            "train.tune_postprocess=false", *overrides])
 
 
 def _rows(run_dir):

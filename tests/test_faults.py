@@ -27,7 +27,8 @@ from tests.conftest import REPO
 
 TINY = ["--set", "data.image_size=64", "--set", "data.num_folds=2", "--set", "train.batch_size=4",
         "--set", "train.epochs=2", "--set", "train.log_every_n_steps=1", "--set",
-        "train.accumulate_grad_batches=2", "--set", "train.device=cpu"]
+        "train.accumulate_grad_batches=2", "--set", "train.device=cpu",
+        "--set", "train.tune_postprocess=false"]
 
 
 def cli(*args, home: Path, fault: str = "", release: Path | None = None, **kwargs):

@@ -7,7 +7,7 @@ import pytest
 
 from core.errors import CancelledError, StudioError
 from core.metrics import ScoreAccumulator
-from core.postprocess import PostProcess, apply, search
+from core.postprocess import GRID, PostProcess, apply, search
 
 
 def _disk(shape, centre, radius):
@@ -98,3 +98,29 @@ def test_search_keeps_the_default_when_it_is_best_and_can_be_cancelled():
     assert found.post.is_default() and found.score_after == found.score_before
     with pytest.raises(CancelledError):
         search(data, cancel=lambda: True)
+
+
+def test_score_terms_give_the_accumulators_score():
+    """The search's fast scoring (Dice and the union's Hausdorff only) is the competition score."""
+    from core.metrics import score_of_terms, score_terms
+
+    rng = np.random.default_rng(3)
+    data = _data(1) + [("case9_day1", rng.random((5, 3, 40, 44)) > 0.7,
+                        rng.random((5, 3, 40, 44)) > 0.8),
+                       ("case8_day1", np.zeros((3, 3, 16, 16), bool), np.zeros((3, 3, 16, 16), bool))]
+    acc = ScoreAccumulator()
+    terms = []
+    for name, probs, truth in data:
+        pred = apply(probs, None)
+        acc.add_case_day(name, pred, truth)
+        terms.append(score_terms(pred, truth))
+    assert score_of_terms(terms) == pytest.approx(acc.result().score, abs=1e-12)
+    assert score_of_terms([]) == ScoreAccumulator().result().score
+
+
+def test_the_search_tries_every_value_once_and_reports_progress():
+    seen = []
+    found = search(_data(), progress=lambda done, total: seen.append((done, total)))
+    total = 1 + 3 * sum(len(values) - 1 for values in GRID.values())
+    assert found.evaluated == total and seen[-1] == (total, total)
+    assert [done for done, _ in seen] == list(range(1, total + 1))

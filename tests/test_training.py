@@ -20,7 +20,7 @@ from core.session import TrainingSession
 def _config(*overrides):
     return apply_overrides(StudioConfig(), ["data.image_size=64", "data.num_folds=3",
                                             "train.batch_size=8", "train.log_every_n_steps=2",
-                                            *overrides])
+                                            "train.tune_postprocess=false", *overrides])
 
 
 def test_training_learns_on_the_demo_data(trained_run):
@@ -132,7 +132,8 @@ def test_stop_from_another_thread_while_caching(small_demo, tmp_path):
 
 # -- exact resume ----------------------------------------------------------------------------------
 EXACT = ["data.image_size=64", "data.num_folds=2", "train.batch_size=4", "train.epochs=3",
-         "train.log_every_n_steps=1", "train.accumulate_grad_batches=2", "data.augment=true"]
+         "train.log_every_n_steps=1", "train.accumulate_grad_batches=2", "data.augment=true",
+         "train.tune_postprocess=false"]  # tuning is tested on trained_run and in test_tuning
 
 
 def _train(data, run_dir, stop_at: list[int]):

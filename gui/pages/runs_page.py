@@ -24,6 +24,7 @@ from core import paths
 from core.config import StudioConfig
 from core.errors import StudioError
 from core.runs import RunFolder, RunInfo, config_summary, list_runs
+from core.tuning import tuning_summary
 from gui.settings import StudioSettings
 from gui.training_runner import TrainingRunner
 from gui.widgets.charts import TrainingCharts
@@ -284,6 +285,9 @@ class RunsPage(QWidget):
                  + (f", best {run.best}" if run.info.best_score is not None else ""),
                  config_summary(run.config), f"Data: {escape(run.info.data_dir or '?')}",
                  f"{steps} logged steps, {validations} validations"]
+        tuned = tuning_summary(run.folder.model_meta())
+        if tuned:
+            lines.append(escape(tuned))
         if run.info.error:
             lines.append(f"<span style='color:#b22'>Error: {escape(run.info.error)}</span>")
         if run.info.damaged:

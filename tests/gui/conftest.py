@@ -22,7 +22,7 @@ def tiny_config(*overrides: str) -> StudioConfig:
     return apply_overrides(StudioConfig(), [
         "data.image_size=64", "data.num_folds=3", "model.variant=b0", "train.batch_size=8",
         "train.epochs=2", "train.log_every_n_steps=2", "train.device=cpu", "train.precision=32",
-        *overrides])
+        "train.tune_postprocess=false", *overrides])
 
 
 @pytest.fixture

@@ -203,3 +203,16 @@ def test_onnx_export_needs_a_model_and_reports_its_result(page, qtbot, monkeypat
     qtbot.waitUntil(page.export_button.isEnabled)
     assert str(out) in page.export_status.text() and "2.0e-07" in page.export_status.text()
     assert page.settings.export_dir == out.parent
+
+
+def test_the_details_say_how_the_post_processing_was_tuned(page):
+    run_b = paths.runs_dir() / "run b"
+    page.select_run(run_b)
+    assert "Post-processing tuned" not in page.details.text()  # no model/ yet: not tuned
+    (run_b / "model").mkdir()
+    (run_b / "model" / "studio.json").write_text(json.dumps({
+        "checkpoint": "best-01-000004.ckpt", "postprocess_text": "stomach: threshold 0.40\nsmall",
+        "postprocess_tuning": {"case_days": 3, "score_before": 0.61, "score_after": 0.6543}}))
+    page.refresh()
+    assert ("Post-processing tuned on 3 validation case-days: score 0.6100 → 0.6543 "
+            "(stomach: threshold 0.40; small)") in page.details.text()
