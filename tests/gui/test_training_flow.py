@@ -173,3 +173,29 @@ def test_resuming_a_run_another_process_trains_shows_who_holds_it(qtbot, window,
     boxes = [w for w in window.findChildren(QMessageBox) if w.objectName() == "errorDialog"]
     assert boxes and f"is in use by process {other.pid}" in boxes[-1].text()
     assert window.isVisible() and window.train_page.start_button.isEnabled()  # still usable
+
+
+def test_train_all_folds_trains_the_group_and_review_lists_its_ensemble(qtbot, window, small_demo):
+    """Ticking *Train all folds*: one progress view moves fold to fold, cv.json is written at the
+    end, and the Review page offers the group's ensemble."""
+    page = window.train_page
+    open_dataset(qtbot, window, small_demo)
+    page.form.set_config(tiny_config("data.num_folds=2", "train.epochs=1"))
+    window.tabs.setCurrentWidget(page)
+    page.all_folds_box.setChecked(True)
+    texts = []
+    page.group_label.setText = lambda text, real=page.group_label.setText: (texts.append(text),
+                                                                             real(text))
+    page.start_button.click()
+    group_dir = window.runner.run_dir
+    qtbot.waitUntil(lambda: _idle(window), timeout=300_000)
+    assert texts[:2] == ["<b>Fold group:</b> fold 0 — 1 of 2", "<b>Fold group:</b> fold 1 — 2 of 2"]
+    assert "scoring the out-of-fold predictions" in texts[-1]
+    cv = json.loads((group_dir / "cv.json").read_text())
+    assert [f["fold"] for f in cv["folds"]] == [0, 1]
+    assert cv["oof_tuned"]["score"] >= cv["oof"]["score"]
+    assert page.last_result.status == "finished" and "out-of-fold score" in page.last_result.reason
+    review = window.review_page
+    window.tabs.setCurrentWidget(review)
+    labels = [review.run_box.itemText(i) for i in range(review.run_box.count())]
+    assert any("ensemble of 2 folds" in label for label in labels), labels
