@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import cache_build, gpu, inference, loader, train_cpu
+from benchmarks import cache_build, gpu, inference, loader, quality, train_cpu
 from benchmarks.common import ThreadPrefetcher
 from core.data.augment import MEAN, STD
 
@@ -108,3 +108,19 @@ def test_thread_prefetcher_yields_in_order_raises_and_stops():
     next(prefetcher)
     prefetcher.close()
     assert not prefetcher._thread.is_alive()
+
+
+def test_quality_table_has_every_row():
+    result = quality.measure(folds=2, epochs=1, image_size=64, test_cases=1, cases=4,
+                             slices_per_scan=8)
+    table, ratio = quality.report(result)
+    assert ratio > 0
+    models = [row["model"] for row in result["rows"]]
+    assert models == [m for m in ("single fold, untuned", "single fold, tuned",
+                                  "2-fold ensemble, untuned", "2-fold ensemble, tuned")
+                      for _ in (0, 1)]
+    assert [row["tta"] for row in result["rows"]] == [False, True] * 4
+    # tuning is never worse where it was chosen
+    assert result["rows"][3]["validation"]["score"] >= result["rows"][2]["validation"]["score"]
+    assert result["rows"][1]["validation"]["score"] >= result["rows"][0]["validation"]["score"]
+    assert "held-out" in table and "flip" in table

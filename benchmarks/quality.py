@@ -1,0 +1,151 @@
+"""Quality of the recipe on the demo data: one fold against the tuned k-fold ensemble.
+
+    python benchmarks/quality.py [--folds 3] [--epochs 8] [--image-size 96] [--test-cases 3]
+
+Same seed, same settings for every row; the only differences are the ones named. A fold group of
+``--folds`` folds trains on the demo dataset (6 cases, 8 case-days); fold 0 of it *is* the single-fold
+run (same config, same seed, same data), so the single fold costs no extra training. Rows:
+
+* single fold, untuned / tuned (its post-processing searched on its own validation case-days, as a
+  finished single run does with ``train.tune_postprocess``);
+* k-fold ensemble (the folds' probabilities averaged), untuned / tuned on the out-of-fold
+  predictions (``cv.json``), each with and without flip TTA.
+
+Two scores per row: **validation** (the single fold on its validation cases; the ensemble
+out-of-fold, every case scored by the fold that never saw it — the goal compares these) and
+**held-out test** (a second demo dataset generated with another seed, never trained or tuned on;
+every model is scored on it the same way). Competition score, Dice and 3-D Hausdorff as
+``core.metrics`` defines them; CPU minutes of training + tuning for each model. The ratio printed at
+the end is the tuned ensemble's out-of-fold score over the single untuned fold's validation score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.common import header, make_demo, markdown_table, quiet, scratch_home  # noqa: E402
+from core.config import StudioConfig, apply_overrides  # noqa: E402
+from core.cv import FoldGroup, FoldGroupSession  # noqa: E402
+from core.data.demo import generate_demo_dataset  # noqa: E402
+from core.data.scan import load_masks, scan_dataset  # noqa: E402
+from core.metrics import ScoreAccumulator  # noqa: E402
+from core.postprocess import PostProcess, apply  # noqa: E402
+from core.predict import Predictor, load_group, load_model  # noqa: E402
+from core.tuning import tune_run, validation_predictions  # noqa: E402
+
+
+def settings(folds: int, epochs: int, image_size: int) -> StudioConfig:
+    return apply_overrides(StudioConfig(), [
+        f"data.image_size={image_size}", f"data.num_folds={folds}", "train.batch_size=8",
+        f"train.epochs={epochs}", "train.lr=1e-3", "train.log_every_n_steps=10",
+        "train.device=cpu", "model.variant=b0"])
+
+
+def score_predictions(predictions, post) -> dict:
+    scores = ScoreAccumulator()
+    for name, probs, truth in predictions:
+        scores.add_case_day(name, apply(probs, post), truth)
+    return scores.result().to_dict()
+
+
+def score_test(model, index, cache_root: Path, post, tta: bool) -> dict:
+    """``model`` on every case-day of the held-out ``index``, with ``post`` (None: plain 0.5)."""
+    predictor = Predictor(model, index, tta=tta, cache_root=cache_root, postprocess=None)
+    predictions = [(result.case_day, np.stack(result.probabilities),
+                    np.stack([load_masks(r) for r in result.records]))
+                   for result in predictor.predict_all()]
+    return score_predictions(predictions, post)
+
+
+def measure(folds: int, epochs: int, image_size: int, test_cases: int, cases: int = 6,
+            slices_per_scan: int = 36) -> dict:
+    quiet()
+    with scratch_home() as home:
+        data, _ = make_demo(home, cases=cases, slices_per_scan=slices_per_scan, seed=0)
+        test_dir = generate_demo_dataset(home / "test", cases=test_cases,
+                                         slices_per_scan=slices_per_scan, seed=101)
+        cache = home / "cache"
+        train_index, test_index = scan_dataset(data), scan_dataset(test_dir)
+        group_dir = home / "runs" / "group"
+        started = time.process_time()
+        FoldGroupSession(settings(folds, epochs, image_size), data, group_dir,
+                         cache_root=cache).run()
+        group_cpu = time.process_time() - started
+        group = FoldGroup(group_dir)
+        cv = group.cv()
+        fold0 = group.fold_run(0)
+        tuning_started = time.process_time()
+        record = tune_run(fold0, train_index, cache)
+        tune_cpu = time.process_time() - tuning_started
+        fold0_post = PostProcess.from_dict(fold0.model_meta()["postprocess"])
+        fold0_validation = list(validation_predictions(fold0, train_index, cache))
+        group_post = PostProcess.from_dict(cv["postprocess"])
+        single_cpu = group_cpu / folds  # the folds train alike; fold 0's share of the group
+        single, ensemble = load_model(fold0.path, "cpu"), load_group(group_dir, "cpu")
+        rows = []
+        for name, model, post, validation, cpu in (
+                ("single fold, untuned", single, None,
+                 score_predictions(fold0_validation, None), single_cpu),
+                ("single fold, tuned", single, fold0_post,
+                 score_predictions(fold0_validation, fold0_post), single_cpu + tune_cpu),
+                (f"{folds}-fold ensemble, untuned", ensemble, None, cv["oof"], group_cpu),
+                (f"{folds}-fold ensemble, tuned", ensemble, group_post, cv["oof_tuned"], group_cpu)):
+            for tta in (False, True):
+                test = score_test(model, test_index, cache, post, tta)
+                rows.append({"model": name, "tta": tta, "validation": validation, "test": test,
+                             "cpu_minutes": cpu / 60})
+        return {"rows": rows, "fold0_tuning": record, "cv": cv, "folds": folds,
+                "validation_case_days": {"single": len(fold0_validation),
+                                         "ensemble": cv["case_days"]},
+                "test_case_days": len(test_index.case_days())}
+
+
+def report(result: dict) -> tuple[str, float]:
+    rows = []
+    for row in result["rows"]:
+        validation, test = row["validation"], row["test"]
+        rows.append([row["model"], "flip" if row["tta"] else "—",
+                     None if row["tta"] else validation["score"],
+                     None if row["tta"] else validation["dice"],
+                     None if row["tta"] else validation["hausdorff"],
+                     test["score"], test["dice"], test["hausdorff"], row["cpu_minutes"]])
+    days = result["validation_case_days"]
+    table = markdown_table(["model", "TTA", "validation score", "val Dice", "val Hausdorff",
+                            "test score", "test Dice", "test Hausdorff", "CPU min"], rows)
+    single = result["rows"][0]["validation"]["score"]
+    tuned = result["rows"][-1]["validation"]["score"]
+    notes = (f"Validation: the single fold on its {days['single']} validation case-days; the "
+             f"ensemble out-of-fold on all {days['ensemble']}. Test: {result['test_case_days']} "
+             "held-out case-days (another demo seed). TTA is applied at test time only "
+             "(the validation and out-of-fold predictions are without it).")
+    return table + "\n\n" + notes, tuned / single
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--test-cases", type=int, default=3)
+    args = parser.parse_args()
+    command = "python " + " ".join(["benchmarks/quality.py", *sys.argv[1:]])
+    print(header("Quality: single fold against the tuned k-fold ensemble", command,
+                 torch.device("cpu")))
+    result = measure(args.folds, args.epochs, args.image_size, args.test_cases)
+    table, ratio = report(result)
+    print(table)
+    print()
+    print(f"tuned {result['folds']}-fold ensemble out-of-fold / single untuned fold validation: "
+          f"{ratio:.3f}×")
+
+
+if __name__ == "__main__":
+    main()
