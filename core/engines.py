@@ -65,7 +65,8 @@ def export_onnx(source: str | Path, out: str | Path | None = None) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         _torch_export(module, example, partial)
-        _add_metadata(partial, metadata(model.config, module.mode, model.source))
+        _add_metadata(partial, metadata(model.config, module.mode, model.source,
+                                        model.postprocess))
         os.replace(partial, out)
     except OSError as exc:
         raise StudioError(f"cannot write '{out}': {exc.strerror or exc}; check that the folder is "
@@ -117,8 +118,9 @@ def _torch_export(module: torch.nn.Module, example: torch.Tensor, path: Path) ->
                                   "of torch.onnx needs onnxscript: pip install onnxscript") from None
 
 
-def metadata(config, mode: str, source) -> dict:
-    """The preprocessing and output convention, as recorded in the ONNX file."""
+def metadata(config, mode: str, source, postprocess=None) -> dict:
+    """The preprocessing and output convention, as recorded in the ONNX file (with the model's
+    tuned post-processing, so a file used on its own predicts as its run does)."""
     from core.data.augment import MEAN, STD
     from core.data.cache import HIGH_PERCENTILE, LOW_PERCENTILE
 
@@ -134,7 +136,8 @@ def metadata(config, mode: str, source) -> dict:
         "scale": 1 / 255, "mean": list(MEAN), "std": list(STD),
         "output": "logits float32 (batch, C, S, S)",
         "activation": "softmax over 4 channels, 0 = background" if mode == "multiclass"
-        else "sigmoid per organ, threshold 0.5",
+        else "sigmoid per organ, threshold 0.5 unless postprocess says otherwise",
+        "postprocess": postprocess.to_dict() if postprocess is not None else None,
     }
 
 
@@ -246,7 +249,13 @@ def load_onnx_model(source: str | Path):
         f"model.mode={meta['mode']}", f"model.variant={meta['variant']}"])
     from core.predict import tuned_postprocess
 
-    tuned = tuned_postprocess(source) if source.is_dir() else None
+    if source.is_dir():
+        tuned = tuned_postprocess(source)
+    else:
+        from core.postprocess import PostProcess
+
+        recorded = meta.get("postprocess")
+        tuned = PostProcess.from_dict(recorded) if recorded else None
     return LoadedModel(module, config, Placement("cpu", "32"), path, tuned)
 
 

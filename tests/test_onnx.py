@@ -13,7 +13,7 @@ from core.engines import (METADATA_KEY, ONNX_FILE, available_engines, fastest_en
                           load_for_engine, read_metadata, verify_onnx)
 from core.errors import StudioError
 from core.export import read_submission
-from core.predict import Predictor, load_model
+from core.predict import Predictor, load_model, tuned_postprocess
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,9 @@ def test_the_export_has_a_dynamic_batch_and_the_preprocessing(exported):
     assert meta["image_size"] == 96 and meta["context"] == 2 and meta["mode"] == "multilabel"
     assert meta["organs"] == ["large_bowel", "small_bowel", "stomach"]
     assert len(meta["mean"]) == 3 and meta["intensity"]["per"] == "scan"
+    # the run's tuned post-processing travels with the file (trained_run finished, so it is tuned)
+    assert meta["postprocess"] == tuned_postprocess(run_dir).to_dict()
+    assert load_for_engine(path, "cpu").postprocess == tuned_postprocess(run_dir)
     assert json.loads(next(p.value for p in onnx.load(str(path)).metadata_props
                            if p.key == METADATA_KEY)) == meta
 
@@ -46,8 +49,12 @@ def test_onnxruntime_matches_torch(exported):
 def test_predict_with_onnxruntime_matches_the_torch_prediction(exported, demo_dataset, tmp_path):
     run_dir, path = exported
     index = scan_dataset(demo_dataset)
-    torch_result = Predictor(load_model(run_dir, "cpu"), index).predict_case_day("case1_day10")
-    onnx_result = Predictor(load_for_engine(path, "cpu"), index).predict_case_day("case1_day10")
+    # Plain thresholding: the run's tuned size rules (an organ dropped from a slice under N px)
+    # would turn a float-rounding difference at one pixel into a whole slice's difference.
+    torch_result = Predictor(load_model(run_dir, "cpu"), index,
+                             postprocess=None).predict_case_day("case1_day10")
+    onnx_result = Predictor(load_for_engine(path, "cpu"), index,
+                            postprocess=None).predict_case_day("case1_day10")
     difference = max(np.abs(a.astype(np.float32) - b.astype(np.float32)).max()
                      for a, b in zip(torch_result.probabilities, onnx_result.probabilities))
     assert difference < 2e-3  # float16 storage of the probabilities
@@ -62,7 +69,8 @@ def test_predict_with_onnxruntime_matches_the_torch_prediction(exported, demo_da
     assert (run_dir / ONNX_FILE).is_file()
     submission = read_submission(out, {r.id: r.shape for r in index.slices},
                                  [r.id for r in torch_result.records])
-    for record, masks in zip(onnx_result.records, onnx_result.masks):
+    tuned = Predictor(load_for_engine(path, "cpu"), index).predict_case_day("case1_day10")
+    for record, masks in zip(tuned.records, tuned.masks):  # with the run's tuned rules
         assert (submission.masks(record.id) == masks).all()
 
 
