@@ -58,7 +58,9 @@ class FoldGroupSession:
 
     def __init__(self, config: StudioConfig, data_dir: str | Path | None, run_dir: str | Path,
                  on_event: EventSink = ignore_events, cache_root: str | Path | None = None,
-                 folds: list[int] | None = None):
+                 folds: list[int] | None = None, corrections: str | Path | None = None):
+        """``corrections``: a corrections CSV every fold trains with (each keeps a copy) and the
+        out-of-fold scores are scored against."""
         if data_dir is None:
             raise StudioError("a new fold group needs a dataset folder (--data DATA_DIR)")
         config = ensure_valid(config)
@@ -70,6 +72,7 @@ class FoldGroupSession:
                               f"{config.data.num_folds})")
         self.group = FoldGroup(run_dir)
         self.config, self.data_dir, self.folds = config, Path(data_dir), folds
+        self.corrections = corrections
         self._init(on_event, cache_root, resuming=False)
 
     def _init(self, on_event, cache_root, resuming: bool) -> None:
@@ -95,6 +98,7 @@ class FoldGroupSession:
         session.data_dir = Path(data_dir or info.get("data_dir") or "")
         if not str(session.data_dir) or str(session.data_dir) == ".":
             raise StudioError(f"fold group '{group.path}' does not record its dataset; pass --data")
+        session.corrections = None  # each fold resumes with its own copy
         session._init(on_event, cache_root, resuming=True)
         return session
 
@@ -142,7 +146,7 @@ class FoldGroupSession:
                 else:  # the group tunes once, on every fold's validation predictions
                     session = TrainingSession(fold_config(self.config, fold), self.data_dir,
                                               run.path, self._fold_event(fold, run), self.cache_root,
-                                              tune=False)
+                                              tune=False, corrections=self.corrections)
                 self.current = session
                 if self.stop_requested:
                     session.request_stop()
@@ -199,7 +203,8 @@ def score_group(group: FoldGroup, cache_root: Path | None = None, on_event: Even
     from core.data.scan import scan_dataset
 
     info = group.info()
-    index = scan_dataset(info["data_dir"])
+    kept = [r.corrections_path for r in group.fold_runs() if r.corrections_path.is_file()]
+    index = scan_dataset(info["data_dir"], corrections=kept[0] if kept else None)
     predictions = list(out_of_fold(group, index, cache_root, on_event, cancel))
     folds = []
     for run in group.fold_runs():

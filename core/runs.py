@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from core import faults, paths
-from core.atomic import atomic_write_text
+from core.atomic import atomic_write_bytes, atomic_write_text
 from core.config import StudioConfig, from_dict, load_config, save_config
 from core.data import ORGANS
 from core.errors import ConfigError, StudioError
@@ -104,6 +104,10 @@ class RunInfo:
     """A person's note about the run (what was tried, what came of it)."""
     parent: str = ""
     """The run this one started from (a fine-tune), as a folder path; empty for a fresh run."""
+    corrections: str = ""
+    """The corrections file the run trains with (copied into the run as corrections.csv)."""
+    corrected_slices: int = 0
+    """How many slices had corrected masks in that copy."""
     error: str = ""
     damaged: str = ""
     """Why ``run.json`` could not be read (the other fields are then defaults)."""
@@ -117,6 +121,8 @@ class RunInfo:
                 info.monitor = info.monitor or "val_dice"
             elif key in ("step", "best_step"):
                 setattr(info, key, int(value) if isinstance(value, (int, float)) else None)
+            elif key == "corrected_slices":
+                info.corrected_slices = int(value) if isinstance(value, (int, float)) else 0
             elif key == "best_score":
                 info.best_score = _float(value)
             elif key in cls.__dataclass_fields__ and key != "damaged":
@@ -430,6 +436,20 @@ class RunFolder:
                               f"{os_error_message(exc)}; the checkpoints are intact") from None
         shutil.rmtree(old, ignore_errors=True)
         return self.model_dir
+
+    @property
+    def corrections_path(self) -> Path:
+        """The run's own copy of the corrections it trains with (absent: none)."""
+        return self.path / "corrections.csv"
+
+    def keep_corrections(self, source: Path) -> None:
+        """Copy a corrections file into the run (atomically) and record where it came from."""
+        try:
+            atomic_write_bytes(self.corrections_path, Path(source).read_bytes())
+        except OSError as exc:
+            raise StudioError(f"cannot copy the corrections '{source}' into '{self.path}': "
+                              f"{os_error_message(exc)}") from None
+        self.update_info(corrections=str(Path(source).resolve()))
 
     def model_meta(self) -> dict:
         """``model/studio.json`` (empty when there is no readable one)."""

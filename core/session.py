@@ -242,11 +242,17 @@ class TrainingSession:
 
     def __init__(self, config: StudioConfig, data_dir: str | Path | None, run_dir: str | Path,
                  on_event: EventSink = ignore_events, cache_root: str | Path | None = None,
-                 tune: bool = True):
+                 tune: bool = True, corrections: str | Path | None = None):
+        """``corrections``: a corrections CSV (``core.data.corrections``) whose masks replace the
+        dataset's; it is copied into the run (``corrections.csv``), so a resume trains on the same
+        masks whatever happens to the original."""
         if data_dir is None:
             raise StudioError("a new run needs a dataset folder (--data DATA_DIR)")
         self._setup(RunFolder(run_dir), ensure_valid(config), Path(data_dir), on_event, cache_root)
         self.tune = tune
+        self.corrections = Path(corrections) if corrections else None
+        if self.corrections is not None and not self.corrections.is_file():
+            raise StudioError(f"--corrections: '{self.corrections}' does not exist")
 
     def _setup(self, folder: RunFolder, config: StudioConfig, data_dir: Path, on_event: EventSink,
                cache_root, resume_checkpoint: Path | None = None, resuming: bool = False) -> None:
@@ -286,6 +292,7 @@ class TrainingSession:
                        resuming=True)
         session.resume_step = step
         session.tune = tune
+        session.corrections = None  # a resumed run uses its own copy (RunFolder.corrections_path)
         return session
 
     # -- public API -------------------------------------------------------------------------
@@ -353,6 +360,8 @@ class TrainingSession:
         if not self.resuming:
             self.folder.create(self.config, self.data_dir)
             self._writing = True
+            if self.corrections is not None:
+                self.folder.keep_corrections(self.corrections)
             return
         self._writing = True
         step = self.resume_step
@@ -454,7 +463,13 @@ class TrainingSession:
 
     def _scan(self) -> DatasetIndex:
         self.emit(LogMessage(f"Scanning {self.data_dir}"))
-        index = scan_dataset(self.data_dir, self.emit, lambda: self.stop_requested)
+        kept = self.folder.corrections_path
+        index = scan_dataset(self.data_dir, self.emit, lambda: self.stop_requested,
+                             corrections=kept if kept.is_file() else None)
+        if kept.is_file():
+            self.folder.update_info(corrected_slices=index.report.corrected)
+            self.emit(LogMessage(f"{index.report.corrected} slices train on corrected masks "
+                                 f"({self.folder.info().corrections or kept})"))
         if not index.has_labels:
             raise StudioError(f"'{self.data_dir}' has no train.csv: training needs labelled data")
         for problem in index.report.problems[:20]:

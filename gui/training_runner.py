@@ -99,14 +99,19 @@ class TrainingRunner(QObject):
         """Start a new run (``all_folds``: a fold group, every fold of ``data.num_folds`` one after
         another); returns its folder. Raises ``StudioError`` for an unusable config."""
         from core.cv import FoldGroupSession
+        from core.data.corrections import Corrections
         from core.session import TrainingSession  # the engine: loaded after the window is painted
 
+        own = Corrections.for_dataset(data_dir).path  # the dataset's corrections, made on Review
+        corrections = own if own.is_file() else None
         if all_folds:
             run_dir = run_dir or new_run_dir(config, suffix=f"_{config.data.num_folds}folds")
-            session = FoldGroupSession(config, data_dir, run_dir, on_event=self._throttle.push)
+            session = FoldGroupSession(config, data_dir, run_dir, on_event=self._throttle.push,
+                                       corrections=corrections)
         else:
             run_dir = run_dir or new_run_dir(config)
-            session = TrainingSession(config, data_dir, run_dir, on_event=self._throttle.push)
+            session = TrainingSession(config, data_dir, run_dir, on_event=self._throttle.push,
+                                      corrections=corrections)
         self._launch(session)
         return run_dir
 

@@ -112,15 +112,17 @@ def test_thread_prefetcher_yields_in_order_raises_and_stops():
 
 def test_quality_table_has_every_row():
     result = quality.measure(folds=2, epochs=1, image_size=64, test_cases=1, cases=4,
-                             slices_per_scan=8)
+                             slices_per_scan=8, extras=True)
     table, ratio = quality.report(result)
     assert ratio > 0
     models = [row["model"] for row in result["rows"]]
-    assert models == [m for m in ("single fold, untuned", "single fold, tuned",
+    assert models[8].startswith("single fold, EMA 0.9") and "early stop" in models[9]
+    assert models[:8] == [m for m in ("single fold, untuned", "single fold, tuned",
                                   "2-fold ensemble, untuned", "2-fold ensemble, tuned")
                       for _ in (0, 1)]
-    assert [row["tta"] for row in result["rows"]] == [False, True] * 4
-    # tuning is never worse where it was chosen
-    assert result["rows"][3]["validation"]["score"] >= result["rows"][2]["validation"]["score"]
-    assert result["rows"][1]["validation"]["score"] >= result["rows"][0]["validation"]["score"]
+    assert [row["tta"] for row in result["rows"]] == [False, True] * 4 + [False, False]
+    # tuning is never worse where it was chosen (rows: untuned, untuned + TTA, tuned, tuned + TTA…)
+    validation = [row["validation"]["score"] for row in result["rows"]]
+    assert validation[2] >= validation[0] and validation[6] >= validation[4]
+    assert ratio == pytest.approx(validation[6] / validation[0])
     assert "held-out" in table and "flip" in table

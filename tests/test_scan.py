@@ -167,5 +167,7 @@ def test_scan_cli_json(small_demo):
     out = subprocess.run([sys.executable, "main.py", "scan", str(small_demo), "--json"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout
     data = json.loads(out)
-    assert set(data) == {"cases", "case_days", "slices", "slices_with", "image_sizes", "problems"}
+    assert set(data) == {"cases", "case_days", "slices", "slices_with", "image_sizes", "corrected",
+                         "problems"}
+    assert data["corrected"] == 0  # no --corrections
     assert data["slices"] == 72 and data["cases"] == 4

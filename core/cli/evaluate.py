@@ -15,6 +15,8 @@ def add_arguments(parser) -> None:
                         help="submission.csv with columns id,class,predicted (RLE)")
     parser.add_argument("--ids", nargs="+", metavar="CASE_DAY",
                         help="score only these case-days, e.g. case123_day20 (default: all)")
+    parser.add_argument("--corrections", metavar="FILE.csv", help="score against the corrected "
+                        "masks (train.csv format) where the file has them")
     parser.add_argument("--json", action="store_true",
                         help="print {dice, hausdorff, score, dice_per_organ, hausdorff_per_organ, "
                              "slices} as JSON")
@@ -31,7 +33,7 @@ def run(args) -> int:
     from core.export import read_submission
     from core.metrics import ScoreAccumulator
 
-    index = scan_dataset(args.data)
+    index = scan_dataset(args.data, corrections=args.corrections)
     if not index.has_labels:
         raise StudioError(f"'{args.data}' has no train.csv, so there is no truth to score against; "
                           "evaluate needs a labelled dataset")

@@ -21,6 +21,9 @@ def add_arguments(parser) -> None:
                         "data.num_folds ('all') or the listed ones, one after another, into "
                         "RUN_DIR/fold-K/; then score the out-of-fold predictions and tune the "
                         "post-processing on them (RUN_DIR/cv.json)")
+    parser.add_argument("--corrections", metavar="FILE.csv", help="corrected masks (train.csv "
+                        "format: id,class,segmentation) that replace the dataset's rows for their "
+                        "ids; copied into the run, so a resume trains on the same masks")
 
 
 class ProgressPrinter:
@@ -98,9 +101,9 @@ def run(args) -> int:
     from core.session import AbortRequested, TrainingSession
 
     if args.resume:
-        if args.config or args.set or args.folds:
+        if args.config or args.set or args.folds or args.corrections:
             raise StudioError("--resume continues with the run's saved settings; drop --config, "
-                              "--set and --folds (start a new run to change them)")
+                              "--set, --folds and --corrections (start a new run to change them)")
         kind = FoldGroupSession if is_group(args.run_dir) else TrainingSession
         session = kind.resume(args.run_dir, on_event=ProgressPrinter(), data_dir=args.data)
     else:
@@ -110,9 +113,11 @@ def run(args) -> int:
         config = apply_overrides(config, args.set)
         if args.folds:
             session = FoldGroupSession(config, args.data, args.run_dir, ProgressPrinter(),
-                                       folds=parse_folds(args.folds, config.data.num_folds))
+                                       folds=parse_folds(args.folds, config.data.num_folds),
+                                       corrections=args.corrections)
         else:
-            session = TrainingSession(config, args.data, args.run_dir, on_event=ProgressPrinter())
+            session = TrainingSession(config, args.data, args.run_dir, on_event=ProgressPrinter(),
+                                      corrections=args.corrections)
 
     def abort(_signum, _frame):  # the second Ctrl+C: end now, keep the last checkpoint
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -81,10 +81,13 @@ class DatasetReport:
     image_sizes: dict[str, int] = field(default_factory=dict)
     pixel_spacings: dict[str, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    corrected: int = 0
+    """Slices whose masks come from a corrections file instead of train.csv."""
 
     def to_dict(self) -> dict:
         return {
             "cases": self.cases, "case_days": self.case_days, "slices": self.slices,
+            "corrected": self.corrected,
             "has_labels": self.has_labels, "slices_with": dict(self.slices_with),
             "image_sizes": dict(self.image_sizes), "pixel_spacings": dict(self.pixel_spacings),
             "problems": [{"severity": p.severity, "where": p.where, "message": p.message}
@@ -204,6 +207,22 @@ def _read_csv(path: Path, problems: list[Problem]) -> dict[str, dict[str, str]]:
     return rows
 
 
+def read_corrections(path: Path) -> dict[str, dict[str, str]]:
+    """A corrections file (``core.data.corrections``, the train.csv format) as ``{slice id: {organ:
+    rle}}`` with every organ (a missing row: absent); none when the file does not exist. A damaged
+    file is a ``DatasetError`` naming the file and row: never skipped in silence, or the masks a
+    model trains on would change without a word."""
+    if not path.is_file():
+        return {}
+    problems: list[Problem] = []
+    rows = _read_csv(path, problems)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise DatasetError(f"corrections file '{path}': {errors[0].where}: {errors[0].message}; "
+                           "fix or delete the file")
+    return {sid: {organ: row.get(organ, "") for organ in ORGANS} for sid, row in rows.items()}
+
+
 def _find_images(root: Path, problems: list[Problem]) -> list[tuple[int, int, int, Path, tuple]]:
     images_root = root / "train" if (root / "train").is_dir() else root / "test"
     if not images_root.is_dir():
@@ -238,8 +257,12 @@ def _find_images(root: Path, problems: list[Problem]) -> list[tuple[int, int, in
 
 def scan_dataset(root: str | Path, progress: Callable[[Progress], None] | None = None,
                  cancel: Callable[[], bool] | None = None,
-                 labels: dict[str, int] | None = None) -> DatasetIndex:
+                 labels: dict[str, int] | None = None,
+                 corrections: str | Path | None = None) -> DatasetIndex:
     """Index a dataset folder, check every file header and RLE, and build its report.
+
+    ``corrections``: a corrections CSV (``core.data.corrections``, the ``train.csv`` format) whose
+    rows replace the dataset's for their slice ids; the report counts them (``corrected``).
 
     A NIfTI (nnU-Net/MSD or flat) or DICOM folder is converted to this layout first
     (``core.data.volumes``; ``labels``: organ → label value, else dataset.json's names).
@@ -256,7 +279,7 @@ def scan_dataset(root: str | Path, progress: Callable[[Progress], None] | None =
     layout = detect_layout(root)
     if layout not in (None, "kaggle"):
         converted, volumes, found = convert_dataset(root, layout, labels, progress, cancel)
-        index = scan_dataset(converted, progress, cancel)
+        index = scan_dataset(converted, progress, cancel, corrections=corrections)
         index.root, index.report.root, index.volumes = root, str(root), volumes
         index.report.problems[:0] = [Problem(*p) for p in found]
         return index
@@ -264,6 +287,10 @@ def scan_dataset(root: str | Path, progress: Callable[[Progress], None] | None =
     csv_path = root / "train.csv"
     has_labels = csv_path.is_file()
     labels = _read_csv(csv_path, problems) if has_labels else {}
+    corrected: dict[str, dict[str, str]] = {}
+    if corrections is not None:
+        corrected = read_corrections(Path(corrections))
+    used_corrections = 0
     found = _find_images(root, problems)
     if not found:
         raise DatasetError(f"no slice images found under '{root}'; expected "
@@ -300,7 +327,15 @@ def scan_dataset(root: str | Path, progress: Callable[[Progress], None] | None =
                                     "slice left out"))
             continue
         rles = None
-        if has_labels:
+        if sid in corrected:
+            rles = corrected[sid]
+            overrun = _rle_overrun(rles, width, height)
+            if overrun:
+                overrun = overrun.removesuffix("; slice left out")
+                raise DatasetError(f"corrections file '{corrections}': {sid}: {overrun}; fix or "
+                                   "delete the file")
+            used_corrections += 1
+        elif has_labels:
             if sid not in labels:
                 problems.append(Problem("error", where, f"no rows for {sid} in train.csv; "
                                         "slice left out"))
@@ -321,6 +356,9 @@ def scan_dataset(root: str | Path, progress: Callable[[Progress], None] | None =
 
     for sid in sorted(set(labels) - seen_ids):
         problems.append(Problem("error", f"train.csv {sid}", "id has no image file; rows ignored"))
+    for sid in sorted(set(corrected) - seen_ids):
+        problems.append(Problem("warning", f"{Path(corrections).name} {sid}", "id has no image "
+                                "file in this dataset; correction ignored"))
     sizes: dict[str, set] = defaultdict(set)
     for record in slices:
         sizes[record.case_day].add((record.width, record.height))
@@ -333,7 +371,9 @@ def scan_dataset(root: str | Path, progress: Callable[[Progress], None] | None =
     if not slices:
         first = problems[0].message if problems else "no usable slices"
         raise DatasetError(f"no usable slices in '{root}' ({len(problems)} problems; first: {first})")
-    return DatasetIndex(root, slices, has_labels, _report(root, slices, has_labels, problems))
+    report = _report(root, slices, has_labels, problems)
+    report.corrected = used_corrections
+    return DatasetIndex(root, slices, has_labels, report)
 
 
 def _rle_overrun(rles: dict[str, str], width: int, height: int) -> str | None:

@@ -123,6 +123,14 @@ class DataPage(QWidget):
         self.train_button.setEnabled(False)
         self.train_button.clicked.connect(self.train_requested)
         self.summary.addRow(self.train_button)
+        self.export_csv_button = QPushButton("Export corrected train.csv…")
+        self.export_csv_button.setToolTip("Write a full train.csv with your corrections applied, "
+                                          "for use elsewhere (the dataset is not changed)")
+        self.export_csv_button.clicked.connect(self._ask_export_train_csv)
+        self.export_status = QLabel("")
+        self.export_status.setWordWrap(True)
+        self.summary.addRow(self.export_csv_button)
+        self.summary.addRow(self.export_status)
 
         self.cache_box = QGroupBox("Preprocessing cache")
         cache_layout = QVBoxLayout(self.cache_box)
@@ -231,7 +239,10 @@ class DataPage(QWidget):
             return
 
         def scan(progress, cancel):
-            index = scan_dataset(folder, progress, cancel, labels=labels)
+            from core.data.corrections import Corrections
+
+            index = scan_dataset(folder, progress, cancel, labels=labels,
+                                 corrections=Corrections.for_dataset(folder).path)
             return folder, index, render_previews(index)
 
         self.folder_edit.setText(str(folder))
@@ -345,6 +356,7 @@ class DataPage(QWidget):
         self.cache_button.setEnabled(not busy and has_data)
         self.cache_button.setText(f"Build cache at {self.state.config.data.image_size} px")
         self.train_button.setEnabled(has_data)
+        self.export_csv_button.setVisible(has_data and self.state.index.report.corrected > 0)
 
     # -- results ----------------------------------------------------------------------------------
     def _scanned(self, result) -> None:
@@ -357,6 +369,25 @@ class DataPage(QWidget):
         self.state.set_dataset(folder, index)
         self._update_buttons()
 
+    def _ask_export_train_csv(self) -> None:
+        start = Path.home() / "train_corrected.csv"
+        path, _ = QFileDialog.getSaveFileName(self, "Export corrected train.csv", str(start),
+                                              "CSV files (*.csv)")
+        if path:
+            self.export_train_csv(Path(path))
+
+    def export_train_csv(self, path: Path) -> None:
+        from core.data.corrections import export_corrected_train_csv
+
+        index = self.state.index
+        try:
+            export_corrected_train_csv(index, path)
+        except DatasetError as exc:
+            show_error(self, "Export failed", str(exc))
+            return
+        self.export_status.setText(f"Wrote {path}: {len(index.slices)} slices, "
+                                   f"{index.report.corrected} of them corrected")
+
     def _cache_built(self, cache) -> None:
         self.cache_status.setText(f"Ready: {len(cache.ids)} slices at {cache.image_size} px in "
                                   f"{cache.folder}")
@@ -366,8 +397,11 @@ class DataPage(QWidget):
         labels["cases"].setText(str(report.cases))
         labels["case_days"].setText(str(report.case_days))
         labels["slices"].setText(str(report.slices))
-        labels["labels"].setText("train.csv (masks for every slice)" if report.has_labels else
-                                 "none: images only (test data; cannot train)")
+        text = ("train.csv (masks for every slice)" if report.has_labels else
+                "none: images only (test data; cannot train)")
+        if report.corrected:
+            text += f"; {report.corrected} slices corrected (your corrections, not the dataset's)"
+        labels["labels"].setText(text)
         labels["organs"].setText(_counts(report.slices_with, lambda o: o.replace("_", " ")))
         labels["sizes"].setText(_counts(report.image_sizes, lambda s: s.replace("x", "×")))
         labels["spacings"].setText(_counts(report.pixel_spacings, lambda s: s.replace("x", "×")))

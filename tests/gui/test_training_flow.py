@@ -199,3 +199,41 @@ def test_train_all_folds_trains_the_group_and_review_lists_its_ensemble(qtbot, w
     window.tabs.setCurrentWidget(review)
     labels = [review.run_box.itemText(i) for i in range(review.run_box.count())]
     assert any("ensemble of 2 folds" in label for label in labels), labels
+
+
+def test_the_open_datasets_corrections_are_read_and_trained_on(qtbot, window, small_demo):
+    """Corrections in the user data folder for the open dataset: the Data page counts them and a run
+    started from the Train page trains on them (its own copy); the dataset is not written."""
+    from core.data.corrections import Corrections
+    from core.data.scan import scan_dataset
+    from core.runs import RunFolder
+
+    plain = scan_dataset(small_demo)
+    record = next(r for r in plain.slices if r.rles["stomach"])
+    corrections = Corrections.for_dataset(small_demo)
+    corrections.set_slice(record.id, {**record.rles, "stomach": ""})
+    try:
+        open_dataset(qtbot, window, small_demo)
+        assert window.state.index.report.corrected == 1
+        assert "1 slices corrected" in window.data_page.summary_labels["labels"].text()
+        assert window.state.index.by_id()[record.id].rles["stomach"] == ""
+        data_page = window.data_page
+        assert data_page.export_csv_button.isVisibleTo(data_page)
+        out = small_demo.parent.parent / "exported" / "train.csv"
+        out.parent.mkdir(exist_ok=True)
+        data_page.export_train_csv(out)
+        assert f"Wrote {out}" in data_page.export_status.text()
+        rows = [line.split(",") for line in out.read_text().splitlines()[1:]]
+        assert [r[2] for r in rows if r[0] == record.id and r[1] == "stomach"] == [""]
+        assert len(rows) == 3 * len(plain.slices)
+        page = window.train_page
+        page.form.set_config(tiny_config("train.epochs=1"))
+        page.start_button.click()
+        run_dir = window.runner.run_dir
+        qtbot.waitUntil(lambda: _idle(window), timeout=300_000)
+        run = RunFolder(run_dir)
+        assert run.info().corrected_slices == 1
+        assert run.corrections_path.read_bytes() == corrections.path.read_bytes()
+        assert scan_dataset(small_demo).by_id()[record.id].rles == record.rles  # dataset untouched
+    finally:
+        corrections.path.unlink()
