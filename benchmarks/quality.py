@@ -9,7 +9,11 @@ run (same config, same seed, same data), so the single fold costs no extra train
 * single fold, untuned / tuned (its post-processing searched on its own validation case-days, as a
   finished single run does with ``train.tune_postprocess``);
 * k-fold ensemble (the folds' probabilities averaged), untuned / tuned on the out-of-fold
-  predictions (``cv.json``), each with and without flip TTA.
+  predictions (``cv.json``), each with and without flip TTA;
+* with ``--extras``: fold 0 again with an EMA of the weights (``train.ema``, the decay
+  ``ema_warning`` suggests for the run's length) and with early stopping
+  (``train.early_stop_patience=2``, twice the epochs), untuned — whether either should become a
+  default.
 
 Two scores per row: **validation** (the single fold on its validation cases; the ensemble
 out-of-fold, every case scored by the fold that never saw it — the goal compares these) and
@@ -39,6 +43,8 @@ from core.data.scan import load_masks, scan_dataset  # noqa: E402
 from core.metrics import ScoreAccumulator  # noqa: E402
 from core.postprocess import PostProcess, apply  # noqa: E402
 from core.predict import Predictor, load_group, load_model  # noqa: E402
+from core.runs import RunFolder  # noqa: E402
+from core.session import TrainingSession  # noqa: E402
 from core.tuning import tune_run, validation_predictions  # noqa: E402
 
 
@@ -65,8 +71,24 @@ def score_test(model, index, cache_root: Path, post, tta: bool) -> dict:
     return score_predictions(predictions, post)
 
 
+def extra_run(name: str, overrides: list[str], folds: int, epochs: int, image_size: int, data,
+              runs: Path, cache: Path, train_index, test_index) -> dict:
+    """Fold 0 trained alone with ``overrides`` (untuned), scored as the single-fold rows are."""
+    config = apply_overrides(settings(folds, epochs, image_size),
+                             ["train.tune_postprocess=false", *overrides])
+    started = time.process_time()
+    result = TrainingSession(config, data, runs / name, cache_root=cache).run()
+    cpu = time.process_time() - started
+    run = RunFolder(runs / name)
+    validation = score_predictions(list(validation_predictions(run, train_index, cache)), None)
+    model = load_model(run.path, "cpu")
+    return {"model": name, "tta": False, "validation": validation,
+            "test": score_test(model, test_index, cache, None, False), "cpu_minutes": cpu / 60,
+            "reason": result.reason}
+
+
 def measure(folds: int, epochs: int, image_size: int, test_cases: int, cases: int = 6,
-            slices_per_scan: int = 36) -> dict:
+            slices_per_scan: int = 36, extras: bool = False) -> dict:
     quiet()
     with scratch_home() as home:
         data, _ = make_demo(home, cases=cases, slices_per_scan=slices_per_scan, seed=0)
@@ -102,6 +124,18 @@ def measure(folds: int, epochs: int, image_size: int, test_cases: int, cases: in
                 test = score_test(model, test_index, cache, post, tta)
                 rows.append({"model": name, "tta": tta, "validation": validation, "test": test,
                              "cpu_minutes": cpu / 60})
+        if extras:
+            from core.session import ema_warning
+
+            steps = fold0.info().step
+            decay = round(max(0.9, 1 - 3 / max(1, steps)), 3)  # what ema_warning suggests
+            assert ema_warning(decay, steps) is None or decay == 0.9
+            rows.append(extra_run(f"single fold, EMA {decay}", ["train.ema=true",
+                                  f"train.ema_decay={decay}"], folds, epochs, image_size, data,
+                                  home / "runs", cache, train_index, test_index))
+            rows.append(extra_run("single fold, early stop (patience 2, 2× epochs)",
+                                  ["train.early_stop_patience=2"], folds, 2 * epochs, image_size,
+                                  data, home / "runs", cache, train_index, test_index))
         return {"rows": rows, "fold0_tuning": record, "cv": cv, "folds": folds,
                 "validation_case_days": {"single": len(fold0_validation),
                                          "ensemble": cv["case_days"]},
@@ -121,12 +155,14 @@ def report(result: dict) -> tuple[str, float]:
     table = markdown_table(["model", "TTA", "validation score", "val Dice", "val Hausdorff",
                             "test score", "test Dice", "test Hausdorff", "CPU min"], rows)
     single = result["rows"][0]["validation"]["score"]
-    tuned = result["rows"][-1]["validation"]["score"]
+    tuned = result["rows"][6]["validation"]["score"]  # the tuned ensemble, without TTA
     notes = (f"Validation: the single fold on its {days['single']} validation case-days; the "
              f"ensemble out-of-fold on all {days['ensemble']}. Test: {result['test_case_days']} "
              "held-out case-days (another demo seed). TTA is applied at test time only "
              "(the validation and out-of-fold predictions are without it).")
-    return table + "\n\n" + notes, tuned / single
+    for row in result["rows"][8:]:
+        notes += f"\n{row['model']}: {row['reason']}."
+    return table + "\n\n" + notes, tuned / single if single > 0 else float("inf")
 
 
 def main() -> None:
@@ -135,11 +171,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--test-cases", type=int, default=3)
+    parser.add_argument("--extras", action="store_true", help="also fold 0 with EMA and with "
+                        "early stopping")
     args = parser.parse_args()
     command = "python " + " ".join(["benchmarks/quality.py", *sys.argv[1:]])
     print(header("Quality: single fold against the tuned k-fold ensemble", command,
                  torch.device("cpu")))
-    result = measure(args.folds, args.epochs, args.image_size, args.test_cases)
+    result = measure(args.folds, args.epochs, args.image_size, args.test_cases,
+                     extras=args.extras)
     table, ratio = report(result)
     print(table)
     print()
