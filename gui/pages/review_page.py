@@ -31,6 +31,7 @@ from gui.review.figure import SCALES, render_figure
 from gui.review.fold_summary import FoldSummary
 from gui.review.panel import DisplayPanel
 from gui.review.scores import ScoresPanel
+from gui.review.edit_panel import EditPanel
 from gui.review.slice_view import KEYS, PlaneView, SliceView, review_shortcuts
 from gui.review.viewer_state import ViewerState
 from gui.settings import StudioSettings
@@ -146,6 +147,13 @@ class ReviewPage(QWidget):
         left_layout.addWidget(keys)
 
         self.display = DisplayPanel(self.viewer)
+        self.edit = EditPanel()
+        self.edit.edit_box.toggled.connect(self._set_editing)
+        self.edit.size_box.valueChanged.connect(lambda _v: self._set_editing(self.edit.editing))
+        self.edit.action.connect(self.edit_action)
+        self.editor = None  # core.editing.MaskEditor of the shown case-day, made when editing starts
+        self.corrections = None  # core.data.corrections.Corrections of the open dataset
+        self._last_paint: tuple[float, float] | None = None
         self.fold = FoldSummary()
         self.fold.open_case_day.connect(lambda case_day: self.open_case_day(case_day))
         self.score_fold_button = QPushButton("Score the validation case-days")
@@ -208,6 +216,7 @@ class ReviewPage(QWidget):
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.addWidget(self.display)
+        right_layout.addWidget(self.edit)
         right_layout.addWidget(self.scores, 1)
         right_layout.addWidget(fold_box, 1)
         right_layout.addWidget(export_box)
@@ -229,6 +238,14 @@ class ReviewPage(QWidget):
         layout.addWidget(splitter, 1)
 
         self.shortcuts = review_shortcuts(self, self.viewer, {
+            "1": lambda: self._organ_key(0), "2": lambda: self._organ_key(1),
+            "3": lambda: self._organ_key(2),
+            "D": self.edit.edit_box.toggle, "B": lambda: self.edit.brush.setChecked(True),
+            "X": lambda: self.edit.eraser.setChecked(True),
+            "[": lambda: self.edit.size_box.stepBy(-1), "]": lambda: self.edit.size_box.stepBy(1),
+            "Ctrl+Z": lambda: self.edit_action("undo"),
+            "Ctrl+Shift+Z": lambda: self.edit_action("redo"),
+            "V": lambda: self.edit_action("reviewed"),
             "R": self.reset_zoom,
             "L": lambda: self.layout_box.setCurrentIndex(1 - self.layout_box.currentIndex())})
         self.viewer.subscribe(self._on_viewer)
@@ -442,7 +459,107 @@ class ReviewPage(QWidget):
         self.slice_slider.blockSignals(False)
         self._on_viewer("slice")
         self._update_buttons()
+        self.editor = None
+        self._set_editing(self.edit.editing)
         self.slice_view.setFocus()
+
+    # -- editing the truth -------------------------------------------------------------------------
+    def _organ_key(self, k: int) -> None:
+        """1/2/3: the organ to edit while editing, else show/hide that organ."""
+        if self.edit.editing:
+            self.edit.organ_box.setCurrentIndex(k)
+            self.viewer.set_organ(k, True)
+        else:
+            self.viewer.toggle_organ(k)
+
+    def _set_editing(self, on: bool) -> None:
+        on = bool(on) and self.result is not None and self.studio.dataset_dir is not None
+        if on and self.editor is None:
+            self._start_editor()
+        self.slice_view.set_painter(self._paint if on else None,
+                                    self.edit.radius if on else None)
+        self._edit_status()
+
+    def _start_editor(self) -> None:
+        """Edit the shown case-day's truth (the prediction, where the dataset has no labels)."""
+        from core.data.corrections import Corrections
+        from core.editing import MaskEditor
+
+        result = self.result
+        start = result.truth if result.truth is not None else result.prediction
+        self.editor = MaskEditor(start, [r.id for r in result.records])
+        result.truth = self.editor.masks  # the views and scores show the edited masks
+        self.viewer.has_truth = True
+        self.corrections = Corrections.for_dataset(self.studio.dataset_dir)
+
+    def _paint(self, phase: str, y: float, x: float) -> None:
+        editor, i, k = self.editor, self.viewer.slice_index, self.edit.organ
+        if editor is None:
+            return
+        value = not self.edit.erasing
+        if phase == "start":
+            editor.begin_stroke(i, k)
+            self._last_paint = None
+        points = [(y, x)]
+        if self._last_paint is not None:  # a fast drag: dabs along the way, no gaps
+            (y0, x0), step = self._last_paint, max(self.edit.radius / 2, 0.5)
+            count = int(max(abs(y - y0), abs(x - x0)) / step)
+            points = [(y0 + (y - y0) * t / (count + 1), x0 + (x - x0) * t / (count + 1))
+                      for t in range(1, count + 1)] + points
+        for py, px in points:
+            editor.dab(i, k, py, px, self.edit.radius, value)
+        self._last_paint = (y, x)
+        if phase == "finish":
+            self._last_paint = None
+            if editor.end_stroke():
+                self._edited(i)
+                return
+        self.slice_view._redraw()
+
+    def edit_action(self, name: str) -> None:
+        """fill, take_slice, undo, redo or reviewed, on the shown slice (while editing)."""
+        if not self.edit.editing or self.editor is None:
+            return
+        editor, i, k = self.editor, self.viewer.slice_index, self.edit.organ
+        if name == "reviewed":
+            sid = editor.slice_ids[i]
+            self.corrections.set_reviewed(sid, sid not in self.corrections.reviewed())
+            self._edit_status()
+            return
+        changed = {"fill": lambda: editor.fill(i, k),
+                   "take_slice": lambda: editor.take(i, k, self.result.prediction[i, k]),
+                   "undo": lambda: editor.undo(i), "redo": lambda: editor.redo(i)}[name]()
+        if changed:
+            self._edited(i)
+
+    def _edited(self, i: int) -> None:
+        """Slice ``i`` changed: save it (atomically), rescore, redraw."""
+        from core.metrics import score_case_day
+
+        editor, result = self.editor, self.result
+        editor.save_slice(self.corrections, i)
+        record = result.records[i]
+        record.rles = editor.rles(i)  # the open dataset's index reads as the file now says
+        if result.has_prediction:
+            result.score = score_case_day(result.case_day, result.prediction, result.truth)
+        self.scores.set_result(result)
+        for view in self.views:
+            if view._drawn_at is not None:
+                view._redraw()
+        self._edit_status()
+
+    def _edit_status(self) -> None:
+        if self.editor is None or self.corrections is None:
+            self.edit.status.setText("Tick Edit to correct the true masks of the shown case-day."
+                                     if self.result is not None else "")
+            return
+        ids = set(self.editor.slice_ids)
+        corrected = len(ids & set(self.corrections.rows()))
+        reviewed = len(ids & self.corrections.reviewed())
+        sid = self.editor.slice_ids[self.viewer.slice_index]
+        here = " · this slice: reviewed" if sid in self.corrections.reviewed() else ""
+        self.edit.status.setText(f"{self.result.case_day}: {corrected} slices corrected, "
+                                 f"{reviewed} reviewed{here}. Saved in {self.corrections.path}")
 
     def _apply_layout(self, index: int) -> None:
         self.reformats.setVisible(index == 1)
@@ -460,6 +577,8 @@ class ReviewPage(QWidget):
         self.slice_slider.blockSignals(False)
         record = self.result.records[i]
         self.slice_label.setText(f"slice {record.slice_num} ({i + 1}/{self.result.depth})")
+        if self.editor is not None:
+            self._edit_status()
 
     def _update_buttons(self) -> None:
         busy = self.task is not None and self.task.is_running

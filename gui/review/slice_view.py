@@ -23,7 +23,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut, QWheelEvent
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QGraphicsEllipseItem, QWidget
 
 from core.data import ORGANS
 from core.review import CaseDayResult
@@ -33,7 +33,8 @@ from gui.review.viewer_state import ViewerState
 KEYS = ("←/→ or ↑/↓: previous/next slice · PgUp/PgDn: 10 slices · Home/End: first/last · "
         "wheel: slices · Ctrl+wheel: zoom · drag: pan · click: move the cross-hair · 1/2/3: organs · "
         "P/T: prediction/truth fill → contour → hidden · E: errors · A: automatic contrast · "
-        "R: reset zoom · L: one plane / three planes")
+        "R: reset zoom · L: one plane / three planes · D: edit the truth (then 1/2/3: organ, B/X: "
+        "brush/eraser, [ ]: size, drag: paint, Ctrl+Z / Ctrl+Shift+Z: undo/redo, V: reviewed)")
 
 PLANES = ("axial", "coronal", "sagittal")
 CROSSHAIR_PEN = pg.mkPen((255, 215, 0, 170), width=1, style=Qt.DashLine)
@@ -64,6 +65,34 @@ def review_shortcuts(page: QWidget, state: ViewerState,
     return shortcuts
 
 
+class PaintItem(pg.ImageItem):
+    """The mask layer of the axial view; while editing (``painter`` set) a left click or drag on it
+    calls ``painter(phase, y, x)`` with ``phase`` "start", "move" or "finish" and the point in the
+    slice's pixel coordinates (pixel (r, c) spans [r, r+1) × [c, c+1)), instead of panning."""
+
+    def __init__(self):
+        super().__init__(axisOrder="row-major")
+        self.painter: Callable[[str, float, float], None] | None = None
+
+    def mouseDragEvent(self, event) -> None:
+        if self.painter is None or event.button() != Qt.LeftButton:
+            event.ignore()
+            return
+        event.accept()
+        point = event.pos()
+        phase = "start" if event.isStart() else "finish" if event.isFinish() else "move"
+        self.painter(phase, point.y(), point.x())
+
+    def mouseClickEvent(self, event) -> None:
+        if self.painter is None or event.button() != Qt.LeftButton:
+            event.ignore()
+            return
+        event.accept()
+        point = event.pos()
+        self.painter("start", point.y(), point.x())
+        self.painter("finish", point.y(), point.x())
+
+
 class PlaneView(pg.GraphicsLayoutWidget):
     """One plane of the shown case-day with its mask layer and the cross-hair."""
 
@@ -81,7 +110,8 @@ class PlaneView(pg.GraphicsLayoutWidget):
         self.ci.setContentsMargins(0, 0, 0, 0)
         self.view = self.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
         self.image_item = pg.ImageItem(axisOrder="row-major")
-        self.overlay_item = pg.ImageItem(axisOrder="row-major")
+        # The axial mask layer can be painted on (Review's Edit truth); the reformats' cannot.
+        self.overlay_item = PaintItem() if plane == "axial" else pg.ImageItem(axisOrder="row-major")
         self.overlay_item.setZValue(10)
         self.view.addItem(self.image_item)
         self.view.addItem(self.overlay_item)
@@ -228,6 +258,8 @@ class PlaneView(pg.GraphicsLayoutWidget):
     def _clicked(self, event) -> None:
         if not self._showing() or event.button() != Qt.LeftButton:
             return
+        if getattr(self.overlay_item, "painter", None) is not None:
+            return  # editing: a click paints (PaintItem), it does not move the cross-hair
         column, row = self.image_pixel(event.scenePos())
         rows, cols = self.image_item.image.shape
         if 0 <= row < rows and 0 <= column < cols:
@@ -277,7 +309,31 @@ class PlaneView(pg.GraphicsLayoutWidget):
 
 
 class SliceView(PlaneView):
-    """The axial slice view (the main viewer of the Review page)."""
+    """The axial slice view (the main viewer of the Review page), which can be painted on."""
 
     def __init__(self, state: ViewerState, parent=None):
         super().__init__(state, "axial", parent)
+        self.brush_circle = QGraphicsEllipseItem()
+        self.brush_circle.setPen(pg.mkPen((255, 255, 255, 220), width=0))
+        self.brush_circle.setZValue(30)
+        self.view.addItem(self.brush_circle)
+        self.brush_circle.hide()
+        self.brush_radius: float | None = None
+
+    def set_painter(self, paint, radius: float | None) -> None:
+        """Editing on (``paint`` a callable, ``radius`` the brush) or off (None): drags paint
+        instead of panning, and a circle of the brush's size follows the cursor."""
+        self.overlay_item.painter = paint
+        self.brush_radius = radius if paint is not None else None
+        self.view.setMouseEnabled(paint is None, paint is None)
+        if self.brush_radius is None:
+            self.brush_circle.hide()
+
+    def _hover(self, scene_pos) -> None:
+        super()._hover(scene_pos)
+        if self.brush_radius is None or not self._showing():
+            return
+        point = self.overlay_item.mapFromScene(scene_pos)  # slice pixels
+        r, (pw, ph) = max(self.brush_radius, 0.5), self.pixel_size
+        self.brush_circle.setRect((point.x() - r) * pw, (point.y() - r) * ph, 2 * r * pw, 2 * r * ph)
+        self.brush_circle.show()
