@@ -143,14 +143,17 @@ def measure(folds: int, epochs: int, image_size: int, test_cases: int, cases: in
 
 
 def report(result: dict) -> tuple[str, float]:
+    def f(value, digits=4):
+        return "—" if value is None else f"{value:.{digits}f}"
+
     rows = []
     for row in result["rows"]:
-        validation, test = row["validation"], row["test"]
+        validation = None if row["tta"] else row["validation"]
+        test = row["test"]
         rows.append([row["model"], "flip" if row["tta"] else "—",
-                     None if row["tta"] else validation["score"],
-                     None if row["tta"] else validation["dice"],
-                     None if row["tta"] else validation["hausdorff"],
-                     test["score"], test["dice"], test["hausdorff"], row["cpu_minutes"]])
+                     f(validation and validation["score"]), f(validation and validation["dice"]),
+                     f(validation and validation["hausdorff"]), f(test["score"]),
+                     f(test["dice"]), f(test["hausdorff"]), f(row["cpu_minutes"], 1)])
     days = result["validation_case_days"]
     table = markdown_table(["model", "TTA", "validation score", "val Dice", "val Hausdorff",
                             "test score", "test Dice", "test Hausdorff", "CPU min"], rows)
