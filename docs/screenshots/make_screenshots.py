@@ -3,8 +3,9 @@
     xvfb-run -s "-screen 0 1600x1000x24" .venv/bin/python docs/screenshots/make_screenshots.py docs/screenshots
 
 Writes data.png, train.png, train_running.png, runs.png, runs_compare.png, review_fill.png, review_contour.png,
-review_errors.png, review_three_planes.png, review_fold_summary.png and figure_example.png (a
-*Save figure* export). Takes a few minutes on a CPU (it trains B0 at 128 px for 4 epochs, then for 3 with another
+review_errors.png, review_three_planes.png, review_fold_summary.png, review_edit.png (the eraser
+part-way through a correction) and figure_example.png (a *Save figure* export). ``--edit-only`` makes
+review_edit.png alone, on the demo's true masks (seconds, no training). Takes a few minutes on a CPU (it trains B0 at 128 px for 4 epochs, then for 3 with another
 learning rate, to compare the two).
 """
 
@@ -18,6 +19,75 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+
+def edit_shot(page, shot, wait_for) -> None:
+    """review_edit.png: Edit truth on, the stomach being corrected with the eraser: a stroke
+    across it, the cursor circle where the stroke ends. The corrections go to a throw-away home."""
+    from PySide6.QtCore import QPointF
+
+    page.layout_box.setCurrentIndex(0)
+    result = page.result
+    page.viewer.set_mode("prediction", "contour")
+    page.viewer.set_mode("truth", "fill")
+    stomach = result.truth[:, 2].sum((1, 2))
+    page.viewer.set_slice(int(stomach.argmax()))
+    page.edit.edit_box.setChecked(True)
+    page.edit.organ_box.setCurrentIndex(2)
+    page.edit.eraser.setChecked(True)
+    page.edit.size_box.setValue(3)
+    rows, cols = result.truth[page.viewer.slice_index, 2].nonzero()
+    y, x0, x1 = float(rows.mean()) + 0.5, float(cols.min()) - 2.0, float(cols.mean()) + 0.5
+    page._paint("start", y, x0)
+    for t in range(1, 21):
+        page._paint("move", y, x0 + (x1 - x0) * t / 20)
+    page._paint("finish", y, x1)
+    view = page.slice_view
+    view._hover(view.overlay_item.mapToScene(QPointF(x1, y)))
+    shot("review_edit.png", 1.0)
+    page.edit.edit_box.setChecked(False)
+
+
+def edit_only(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="studio-shots-"))
+    os.environ["SEGFORMER_STUDIO_HOME"] = str(home)
+    from PySide6.QtWidgets import QApplication
+
+    from gui.app import configure_application
+    from gui.main_window import MainWindow
+    from gui.settings import StudioSettings
+
+    app = QApplication(["SegFormer Studio"])
+    configure_application(app)
+
+    def wait_for(condition, timeout_s: float) -> None:
+        end = time.monotonic() + timeout_s
+        while not condition():
+            if time.monotonic() > end:
+                raise TimeoutError("the app did not reach the state for the next screenshot")
+            app.processEvents()
+            time.sleep(0.02)
+
+    def shot(name: str, settle_s: float = 1.0) -> None:
+        end = time.monotonic() + settle_s
+        while time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.02)
+        window.grab().save(str(out / name))
+        print("saved", out / name, flush=True)
+
+    window = MainWindow(StudioSettings(home / "settings.ini"))
+    window.resize(1400, 880)
+    window.show()
+    window.data_page.create_demo()
+    wait_for(lambda: window.state.index is not None, 180)
+    page = window.review_page
+    window.tabs.setCurrentWidget(page)
+    page.open_case_day("case1_day23")  # no run yet: the true masks only
+    wait_for(lambda: page.result is not None and not page.task.is_running, 600)
+    edit_shot(page, shot, wait_for)
+    window.close()
 
 
 def main(out: Path) -> None:
@@ -122,8 +192,11 @@ def main(out: Path) -> None:
     panel.ensureWidgetVisible(page.fold)  # the fold summary sits at the bottom of the side panel
     shot("review_fold_summary.png", 1.5)
     page.export_view(out / "figure_example.png", scale=2)
+    edit_shot(page, shot, wait_for)
     window.close()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "screenshots")
+    args = [a for a in sys.argv[1:] if a != "--edit-only"]
+    target = Path(args[0]) if args else ROOT / "docs" / "screenshots"
+    (edit_only if "--edit-only" in sys.argv else main)(target)
