@@ -40,9 +40,8 @@ class MaskEditor:
         """Slices changed in this editor (saved or not)."""
 
     # -- history ---------------------------------------------------------------------------------
-    def _record(self, i: int, k: int) -> None:
-        self._undo.setdefault(i, deque(maxlen=UNDO_STEPS)).append((k, self.masks[i, k].copy()))
-        self._redo.pop(i, None)
+    def _push_undo(self, i: int, k: int, before: np.ndarray) -> None:
+        self._undo.setdefault(i, deque(maxlen=UNDO_STEPS)).append((k, before))
 
     def can_undo(self, i: int) -> bool:
         return bool(self._undo.get(i))
@@ -64,7 +63,7 @@ class MaskEditor:
         if not self.can_redo(i):
             return False
         k, following = self._redo[i].pop()
-        self._undo.setdefault(i, deque(maxlen=UNDO_STEPS)).append((k, self.masks[i, k].copy()))
+        self._push_undo(i, k, self.masks[i, k].copy())
         self.masks[i, k] = following
         self.edited.add(i)
         return True
@@ -79,15 +78,14 @@ class MaskEditor:
         if self._stroke is None or self._stroke[:2] != (i, k):
             self.begin_stroke(i, k)
         height, width = self.masks.shape[2:]
-        reach = max(radius, 0.5)
-        rows = np.arange(max(0, int(np.floor(y - reach))), min(height, int(np.ceil(y + reach)) + 1))
-        cols = np.arange(max(0, int(np.floor(x - reach))), min(width, int(np.ceil(x + reach)) + 1))
-        if not rows.size or not cols.size:
-            return
         if radius < 0.5:  # the pixel under the point
             row, col = int(np.floor(y)), int(np.floor(x))
             if 0 <= row < height and 0 <= col < width:
                 self.masks[i, k, row, col] = value
+            return
+        rows = np.arange(max(0, int(np.floor(y - radius))), min(height, int(np.ceil(y + radius)) + 1))
+        cols = np.arange(max(0, int(np.floor(x - radius))), min(width, int(np.ceil(x + radius)) + 1))
+        if not rows.size or not cols.size:
             return
         inside = ((rows[:, None] + 0.5 - y) ** 2 + (cols[None, :] + 0.5 - x) ** 2) <= radius ** 2
         block = self.masks[i, k, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
@@ -101,7 +99,7 @@ class MaskEditor:
         self._stroke = None
         if np.array_equal(before, self.masks[i, k]):
             return False
-        self._undo.setdefault(i, deque(maxlen=UNDO_STEPS)).append((k, before))
+        self._push_undo(i, k, before)
         self._redo.pop(i, None)
         self.edited.add(i)
         return True
@@ -118,7 +116,8 @@ class MaskEditor:
     def _set(self, i: int, k: int, mask: np.ndarray) -> bool:
         if np.array_equal(mask, self.masks[i, k]):
             return False
-        self._record(i, k)
+        self._push_undo(i, k, self.masks[i, k].copy())
+        self._redo.pop(i, None)
         self.masks[i, k] = mask
         self.edited.add(i)
         return True

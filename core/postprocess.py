@@ -209,35 +209,39 @@ def search(case_days: Iterable, mode: str = "multilabel", grid: dict | None = No
             organ = np.asarray(probs[:, k]) >= np.asarray(rule.threshold, dtype=probs.dtype)
         return _clean(organ, rule)
 
-    def score(k: int | None = None, rule: OrganRule | None = None) -> tuple[float, list | None]:
-        """The score with organ ``k`` under ``rule`` (None: the best setting as it is). A case-day
-        whose organ ``k`` comes out as it is under the best setting keeps its terms."""
-        nonlocal evaluated
+    def check_cancel() -> None:
         if cancel is not None and cancel():
             raise CancelledError("post-processing search cancelled")
-        if k is None:
-            terms[:] = [score_terms(current, truth) for (_, _, truth), current in zip(data, masks)]
-            candidate_terms, changed = list(terms), None
-        else:
-            candidate_terms, changed = [], []
-            for (_, probs, truth), current, kept_terms in zip(data, masks, terms):
-                new = organ_mask(probs, k, rule)
-                if np.array_equal(new, current[:, k]):
-                    candidate_terms.append(kept_terms)
-                    changed.append(None)
-                    continue
-                kept = current[:, k].copy()
-                current[:, k] = new
-                candidate_terms.append(score_terms(current, truth))
-                current[:, k] = kept
-                changed.append(new)
+
+    def counted() -> None:
+        nonlocal evaluated
         evaluated += 1
         if progress is not None:
             progress(min(evaluated, total), total)
-        return score_of_terms(candidate_terms), (changed, candidate_terms)
 
-    terms: list = []  # the best setting's score_terms per case-day
-    before = best_score = score()[0]
+    def score(k: int, rule: OrganRule) -> tuple[float, list, list]:
+        """The score with organ ``k`` under ``rule``, each case-day's new organ mask (None: as
+        under the best setting, whose terms it keeps) and the terms."""
+        check_cancel()
+        candidate_terms, changed = [], []
+        for (_, probs, truth), current, kept_terms in zip(data, masks, terms):
+            new = organ_mask(probs, k, rule)
+            if np.array_equal(new, current[:, k]):
+                candidate_terms.append(kept_terms)
+                changed.append(None)
+                continue
+            kept = current[:, k].copy()
+            current[:, k] = new
+            candidate_terms.append(score_terms(current, truth))
+            current[:, k] = kept
+            changed.append(new)
+        counted()
+        return score_of_terms(candidate_terms), changed, candidate_terms
+
+    check_cancel()
+    terms = [score_terms(current, truth) for (_, _, truth), current in zip(data, masks)]
+    counted()  # the default, scored
+    before = best_score = score_of_terms(terms)
     trail = []
     for _ in range(passes):
         for k, organ in enumerate(ORGANS):
@@ -247,7 +251,7 @@ def search(case_days: Iterable, mode: str = "multilabel", grid: dict | None = No
                     if value == current:
                         continue
                     candidate = best.replace_rule(k, **{param: value})
-                    value_score, (changed, candidate_terms) = score(k, candidate.rules[k])
+                    value_score, changed, candidate_terms = score(k, candidate.rules[k])
                     if value_score > best_score + 1e-12:
                         best, best_score = candidate, value_score
                         for mask, new in zip(masks, changed):

@@ -46,6 +46,20 @@ class Corrections:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._read: dict[Path, tuple] = {}  # file → (its stat when read, what it held)
+
+    def _cached(self, path: Path, read):
+        """``read(path)``, parsed again only when the file changed (the Review page asks for the
+        counts at every slice change)."""
+        try:
+            stat = path.stat()
+            version = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            version = None
+        cached = self._read.get(path)
+        if cached is None or cached[0] != version or version is None:
+            cached = self._read[path] = (version, read(path))
+        return cached[1]
 
     @classmethod
     def for_dataset(cls, root: str | Path) -> "Corrections":
@@ -62,17 +76,10 @@ class Corrections:
         masks a model trains on would change without a word)."""
         from core.data.scan import read_corrections
 
-        return read_corrections(self.path)
+        return {sid: dict(row) for sid, row in self._cached(self.path, read_corrections).items()}
 
     def reviewed(self) -> set[str]:
-        try:
-            data = json.loads(self.reviewed_path.read_text(encoding="utf-8"))
-            return {str(s) for s in data.get("reviewed", [])}
-        except FileNotFoundError:
-            return set()
-        except (OSError, ValueError, AttributeError, TypeError) as exc:
-            raise DatasetError(f"reviewed-slices file '{self.reviewed_path}' is damaged ({exc}); "
-                               "fix or delete it") from None
+        return set(self._cached(self.reviewed_path, _read_reviewed))
 
     # -- writing ---------------------------------------------------------------------------------
     def set_slice(self, slice_id: str, rles: dict[str, str]) -> None:
@@ -96,6 +103,17 @@ class Corrections:
     def _write(self, rows: dict[str, dict[str, str]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path, train_csv_text(rows))
+
+
+def _read_reviewed(path: Path) -> frozenset[str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return frozenset(str(s) for s in data.get("reviewed", []))
+    except FileNotFoundError:
+        return frozenset()
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise DatasetError(f"reviewed-slices file '{path}' is damaged ({exc}); fix or delete "
+                           "it") from None
 
 
 def train_csv_text(rows: dict[str, dict[str, str]]) -> str:

@@ -21,7 +21,29 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
-def edit_shot(page, shot, wait_for) -> None:
+def _helpers(app, window, out: Path):
+    """``wait_for(condition, timeout_s)`` and ``shot(name, settle_s)`` (of ``window()``)."""
+
+    def wait_for(condition, timeout_s: float) -> None:
+        end = time.monotonic() + timeout_s
+        while not condition():
+            if time.monotonic() > end:
+                raise TimeoutError("the app did not reach the state for the next screenshot")
+            app.processEvents()
+            time.sleep(0.02)
+
+    def shot(name: str, settle_s: float = 1.0) -> None:
+        end = time.monotonic() + settle_s
+        while time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.02)
+        window().grab().save(str(out / name))
+        print("saved", out / name, flush=True)
+
+    return wait_for, shot
+
+
+def edit_shot(page, shot) -> None:
     """review_edit.png: Edit truth on, the stomach being corrected with the eraser: a stroke
     across it, the cursor circle where the stroke ends. The corrections go to a throw-away home."""
     from PySide6.QtCore import QPointF
@@ -61,21 +83,7 @@ def edit_only(out: Path) -> None:
     app = QApplication(["SegFormer Studio"])
     configure_application(app)
 
-    def wait_for(condition, timeout_s: float) -> None:
-        end = time.monotonic() + timeout_s
-        while not condition():
-            if time.monotonic() > end:
-                raise TimeoutError("the app did not reach the state for the next screenshot")
-            app.processEvents()
-            time.sleep(0.02)
-
-    def shot(name: str, settle_s: float = 1.0) -> None:
-        end = time.monotonic() + settle_s
-        while time.monotonic() < end:
-            app.processEvents()
-            time.sleep(0.02)
-        window.grab().save(str(out / name))
-        print("saved", out / name, flush=True)
+    wait_for, shot = _helpers(app, lambda: window, out)
 
     window = MainWindow(StudioSettings(home / "settings.ini"))
     window.resize(1400, 880)
@@ -86,7 +94,7 @@ def edit_only(out: Path) -> None:
     window.tabs.setCurrentWidget(page)
     page.open_case_day("case1_day23")  # no run yet: the true masks only
     wait_for(lambda: page.result is not None and not page.task.is_running, 600)
-    edit_shot(page, shot, wait_for)
+    edit_shot(page, shot)
     window.close()
 
 
@@ -106,21 +114,7 @@ def main(out: Path) -> None:
     app = QApplication(["SegFormer Studio"])
     configure_application(app)
 
-    def wait_for(condition, timeout_s: float) -> None:
-        end = time.monotonic() + timeout_s
-        while not condition():
-            if time.monotonic() > end:
-                raise TimeoutError("the app did not reach the state for the next screenshot")
-            app.processEvents()
-            time.sleep(0.02)
-
-    def shot(name: str, settle_s: float = 1.0) -> None:
-        end = time.monotonic() + settle_s
-        while time.monotonic() < end:
-            app.processEvents()
-            time.sleep(0.02)
-        window.grab().save(str(out / name))
-        print("saved", out / name, flush=True)
+    wait_for, shot = _helpers(app, lambda: window, out)
 
     window = MainWindow(StudioSettings(home / "settings.ini"))
     window.resize(1400, 880)
@@ -192,7 +186,7 @@ def main(out: Path) -> None:
     panel.ensureWidgetVisible(page.fold)  # the fold summary sits at the bottom of the side panel
     shot("review_fold_summary.png", 1.5)
     page.export_view(out / "figure_example.png", scale=2)
-    edit_shot(page, shot, wait_for)
+    edit_shot(page, shot)
     window.close()
 
 

@@ -74,23 +74,25 @@ class PaintItem(pg.ImageItem):
         super().__init__(axisOrder="row-major")
         self.painter: Callable[[str, float, float], None] | None = None
 
-    def mouseDragEvent(self, event) -> None:
+    def _point(self, event):
+        """The event's point when painting takes it (accepted), else None (ignored: pan, zoom)."""
         if self.painter is None or event.button() != Qt.LeftButton:
             event.ignore()
-            return
+            return None
         event.accept()
-        point = event.pos()
-        phase = "start" if event.isStart() else "finish" if event.isFinish() else "move"
-        self.painter(phase, point.y(), point.x())
+        return event.pos()
+
+    def mouseDragEvent(self, event) -> None:
+        point = self._point(event)
+        if point is not None:
+            phase = "start" if event.isStart() else "finish" if event.isFinish() else "move"
+            self.painter(phase, point.y(), point.x())
 
     def mouseClickEvent(self, event) -> None:
-        if self.painter is None or event.button() != Qt.LeftButton:
-            event.ignore()
-            return
-        event.accept()
-        point = event.pos()
-        self.painter("start", point.y(), point.x())
-        self.painter("finish", point.y(), point.x())
+        point = self._point(event)
+        if point is not None:
+            self.painter("start", point.y(), point.x())
+            self.painter("finish", point.y(), point.x())
 
 
 class PlaneView(pg.GraphicsLayoutWidget):
