@@ -170,8 +170,8 @@ def _from_model_folder(folder: Path) -> tuple[SegmentationModule, Path]:
                             "train": {"precision": meta.get("precision", "auto"),
                                       "channels_last": meta.get("channels_last", False)}})
         module = SegmentationModule(config.to_dict(), load_pretrained=False)
-        module.model = SegformerForSemanticSegmentation.from_pretrained(
-            folder, local_files_only=True, trust_remote_code=False)
+        module.model = SegformerForSemanticSegmentation.from_pretrained(  # use_kernels: see factory
+            folder, local_files_only=True, trust_remote_code=False, use_kernels=False)
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise StudioError(f"cannot load the model in '{folder}' ({type(exc).__name__}: "
                           f"{str(exc)[:200]})") from None

@@ -52,6 +52,11 @@ ALWAYS_EXCLUDED = (
     # The unified ``lightning`` package duplicates pytorch_lightning + lightning_fabric, which we
     # use; pytorch_lightning imports it only as a fallback when its own __version__.py is missing.
     "lightning",
+    # transformers >= 5.25 requires ``kernels`` (downloads compiled layers from the Hugging Face Hub
+    # when a model is ``kernelize()``d, which we never do: no download without the user's request).
+    # It reads ``python_depends.json`` beside itself at import, a file the build would not carry, and
+    # transformers imports it only if ``find_spec("kernels")`` finds it — so it stays out.
+    "kernels",
 )
 
 # Installed or not, TensorBoard is optional: ``core.session`` logs to it only when ``import

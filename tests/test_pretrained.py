@@ -316,3 +316,26 @@ def test_a_malformed_id_is_refused_before_anything_happens(home, capsys):
     assert capsys.readouterr().err.startswith("error: 'mit b0' is not a Hugging Face model id")
     with pytest.raises(StudioError, match="ORG/NAME"):
         pretrained.download_pretrained("../evil")
+
+
+def test_both_loaders_work_where_kernels_is_absent(trained_run, b0_weights):
+    """The packaged app carries no ``kernels`` (packaging/spec_support.py). transformers >= 5.25
+    kernelizes in from_pretrained by default and raised "Kernels are not available" there: the
+    packaged self-test failed at predict. Both loaders pass use_kernels=False; this runs them with
+    ``kernels`` hidden as it is in the build."""
+    run_dir, _, _ = trained_run
+    code = (
+        "import sys; sys.modules['kernels'] = None\n"
+        "from pathlib import Path\n"
+        "from core.config import StudioConfig, apply_overrides\n"
+        "from core.model.factory import build_segformer\n"
+        "from core.predict import load_model\n"
+        f"cfg = apply_overrides(StudioConfig(), ['model.pretrained=' + {str(b0_weights)!r}])\n"
+        "build_segformer(cfg.model)\n"
+        f"load_model(Path({str(run_dir / 'model')!r}), device='cpu')\n"
+        "print('both loaded')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "both loaded" in done.stdout

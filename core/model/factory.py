@@ -70,10 +70,13 @@ def build_segformer(model_cfg: ModelConfig, warn_random: bool = True):
     _check_pretrained_variant(folder, model_cfg.variant)
     try:
         # transformers loads weights with torch's weights_only unpickler (or safetensors): a
-        # crafted pytorch_model.bin cannot run code; trust_remote_code stays off.
+        # crafted pytorch_model.bin cannot run code; trust_remote_code stays off. use_kernels=False:
+        # transformers >= 5.25 otherwise "kernelizes" layers by default, fetching compiled kernels
+        # from the Hub (a download nobody asked for; and the packaged app carries no `kernels`).
         model = SegformerForSemanticSegmentation.from_pretrained(
             folder, id2label=config.id2label, label2id=config.label2id,
-            ignore_mismatched_sizes=True, local_files_only=True, trust_remote_code=False)
+            ignore_mismatched_sizes=True, local_files_only=True, trust_remote_code=False,
+            use_kernels=False)
     except Exception as exc:  # noqa: BLE001 - any failure to load the user's folder is their input
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise ConfigError(f"model.pretrained: cannot load weights from '{folder}' ({reason}); "
