@@ -242,13 +242,21 @@ class TrainingSession:
 
     def __init__(self, config: StudioConfig, data_dir: str | Path | None, run_dir: str | Path,
                  on_event: EventSink = ignore_events, cache_root: str | Path | None = None,
-                 tune: bool = True, corrections: str | Path | None = None):
+                 tune: bool = True, corrections: str | Path | None = None,
+                 init_from: str | Path | None = None):
         """``corrections``: a corrections CSV (``core.data.corrections``) whose masks replace the
         dataset's; it is copied into the run (``corrections.csv``), so a resume trains on the same
-        masks whatever happens to the original."""
+        masks whatever happens to the original. ``init_from``: a run whose best weights this one
+        starts from (a fine-tune, ``core.finetune``; ``config`` from ``finetune_config``): recorded
+        as the run's ``parent``, and both models are compared when it ends."""
         if data_dir is None:
             raise StudioError("a new run needs a dataset folder (--data DATA_DIR)")
         self._setup(RunFolder(run_dir), ensure_valid(config), Path(data_dir), on_event, cache_root)
+        self.init_from = None
+        if init_from is not None:
+            from core.finetune import parent_run
+
+            self.init_from = parent_run(init_from).path.resolve()
         self.tune = tune
         self.corrections = Path(corrections) if corrections else None
         if self.corrections is not None and not self.corrections.is_file():
@@ -292,6 +300,8 @@ class TrainingSession:
                        resuming=True)
         session.resume_step = step
         session.tune = tune
+        # A fine-tune stopped before its first checkpoint starts again from its parent's weights.
+        session.init_from = Path(info.parent) if info.parent and checkpoint is None else None
         session.corrections = None  # a resumed run uses its own copy (RunFolder.corrections_path)
         return session
 
@@ -358,7 +368,8 @@ class TrainingSession:
     def _prepare_folder(self) -> None:
         self.folder.clean_partial_files()
         if not self.resuming:
-            self.folder.create(self.config, self.data_dir)
+            self.folder.create(self.config, self.data_dir,
+                               parent=str(self.init_from) if self.init_from else "")
             self._writing = True
             if self.corrections is not None:
                 self.folder.keep_corrections(self.corrections)
@@ -400,7 +411,14 @@ class TrainingSession:
             warning = spill_warning(estimate_peak_memory(self.config))
             if warning:
                 self.emit(LogMessage(warning, "warning"))
-        module = SegmentationModule(self.config.to_dict())
+        if self.init_from is not None:
+            from core.finetune import parent_weights
+
+            module = SegmentationModule(self.config.to_dict(), load_pretrained=False)
+            module.load_state_dict(parent_weights(self.init_from))
+            self.emit(LogMessage(f"starting from the best weights of {self.init_from}"))
+        else:
+            module = SegmentationModule(self.config.to_dict())
         module.apply_memory_format()
         if self.config.train.compile:
             module.model.compile()  # in place: state-dict keys stay those of the plain model
@@ -436,6 +454,8 @@ class TrainingSession:
             self.emit(CheckpointSaved(str(self.folder.model_dir), -1, best=True))
             if not stopped and self.tune and self.config.train.tune_postprocess:
                 self._tune(index)
+            if not stopped and self.folder.info().parent:
+                self._compare(index)
         status = "stopped" if stopped else "finished"
         if stopped:
             reason = f"stopped at step {trainer.global_step}; resume to continue"
@@ -460,6 +480,19 @@ class TrainingSession:
                                  "at 0.5", "warning"))
         except StudioError as exc:
             self.emit(LogMessage(f"the post-processing was not tuned: {exc}", "warning"))
+
+    def _compare(self, index: DatasetIndex) -> None:
+        """A fine-tune has trained: score it and its parent on the same truth (comparison.json).
+        A Stop or a problem here leaves the run finished, without the comparison."""
+        from core.finetune import compare_with_parent
+
+        try:
+            compare_with_parent(self.folder, index, self.cache_root, self.emit,
+                                lambda: self.stop_requested)
+        except CancelledError:
+            self.emit(LogMessage("stopped while comparing with the parent run", "warning"))
+        except StudioError as exc:
+            self.emit(LogMessage(f"not compared with the parent run: {exc}", "warning"))
 
     def _scan(self) -> DatasetIndex:
         self.emit(LogMessage(f"Scanning {self.data_dir}"))

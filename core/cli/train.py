@@ -24,6 +24,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--corrections", metavar="FILE.csv", help="corrected masks (train.csv "
                         "format: id,class,segmentation) that replace the dataset's rows for their "
                         "ids; copied into the run, so a resume trains on the same masks")
+    parser.add_argument("--from-run", metavar="PARENT_RUN", help="fine-tune: start from that "
+                        "run's best weights with its settings and a short schedule (a quarter of "
+                        "its epochs, a third of its learning rate; --set may change the schedule); "
+                        "with --corrections, the usual way to retrain on corrected masks. When it "
+                        "ends, both models are scored on the same truth (RUN_DIR/comparison.json)")
 
 
 class ProgressPrinter:
@@ -56,8 +61,8 @@ class ProgressPrinter:
                 print(f"fold {event.fold} ({event.position + 1} of {event.count})", flush=True)
             else:
                 print("all folds trained; scoring the out-of-fold predictions", flush=True)
-        elif isinstance(event, ev.LogMessage) and event.message.startswith(("out-of-fold",
-                                                                            "post-processing")):
+        elif isinstance(event, ev.LogMessage) and event.message.startswith((
+                "out-of-fold", "post-processing", "compared with the parent", "starting from")):
             print(event.message, flush=True)
         elif isinstance(event, ev.TrainingStarted):
             print(f"training on {event.device} ({event.precision}): {event.epochs} epochs × "
@@ -93,20 +98,30 @@ def _duration(seconds: float) -> str:
 
 
 def run(args) -> int:
-    import signal
-
     from core.config import StudioConfig, apply_overrides, load_config
     from core.cv import FoldGroupSession, is_group
     from core.errors import StudioError
-    from core.session import AbortRequested, TrainingSession
+    from core.session import TrainingSession
 
     if args.resume:
-        if args.config or args.set or args.folds or args.corrections:
+        if args.config or args.set or args.folds or args.corrections or args.from_run:
             raise StudioError("--resume continues with the run's saved settings; drop --config, "
-                              "--set, --folds and --corrections (start a new run to change them)")
+                              "--set, --folds, --corrections and --from-run (start a new run to "
+                              "change them)")
         kind = FoldGroupSession if is_group(args.run_dir) else TrainingSession
         session = kind.resume(args.run_dir, on_event=ProgressPrinter(), data_dir=args.data)
     else:
+        if args.from_run:
+            from core.finetune import finetune_config, parent_run
+
+            if args.config or args.folds:
+                raise StudioError("--from-run takes the parent run's settings; drop --config and "
+                                  "--folds (change the schedule with --set)")
+            data = args.data or parent_run(args.from_run).info().data_dir
+            session = TrainingSession(finetune_config(args.from_run, args.set), data, args.run_dir,
+                                      on_event=ProgressPrinter(), corrections=args.corrections,
+                                      init_from=args.from_run)
+            return _train(session)
         if not args.data:
             raise StudioError("--data DATA_DIR is required for a new run")
         config = load_config(args.config) if args.config else StudioConfig()
@@ -118,6 +133,13 @@ def run(args) -> int:
         else:
             session = TrainingSession(config, args.data, args.run_dir, on_event=ProgressPrinter(),
                                       corrections=args.corrections)
+    return _train(session)
+
+
+def _train(session) -> int:
+    import signal
+
+    from core.session import AbortRequested
 
     def abort(_signum, _frame):  # the second Ctrl+C: end now, keep the last checkpoint
         signal.signal(signal.SIGINT, signal.SIG_IGN)
