@@ -188,3 +188,36 @@ def comparison_rows(record: dict) -> list[tuple[str, str, str]]:
                      f"({record.get('corrected_in_validation', 0)} in validation)",
                      _fmt(parent.get("corrected_dice")), _fmt(run.get("corrected_dice"))))
     return rows
+
+
+def _same(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def related_runs(run_dir: str | Path, candidates: list[Path]) -> tuple[Path | None, list[Path]]:
+    """The run ``run_dir`` was fine-tuned from and the runs fine-tuned from it, among
+    ``candidates`` (as they are listed there; children in the order given)."""
+    if is_group(run_dir):
+        return None, []
+    recorded = RunFolder(Path(run_dir)).info().parent
+    parent = next((c for c in candidates if recorded and _same(c, recorded)), None)
+    children = [c for c in candidates if not is_group(c) and not _same(c, run_dir)
+                and (p := RunFolder(c).info().parent) and _same(p, run_dir)]
+    return parent, children
+
+
+def lineage_text(run: RunFolder) -> str | None:
+    """One line on where a fine-tune came from and how it compares, or None for a fresh run."""
+    info = run.info()
+    if not info.parent:
+        return None
+    parent = RunFolder(Path(info.parent))
+    name = parent.info().title(parent.name) if parent.is_run() else f"{parent.name} (deleted)"
+    text = f"Fine-tuned from {name} on {info.corrected_slices} corrected slices"
+    record = read_comparison(run)
+    if record is not None:
+        return f"{text}: {comparison_line(record)}"
+    return text + (" (compared when it finishes)" if info.status != "finished" else "")

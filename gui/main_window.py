@@ -150,6 +150,7 @@ class MainWindow(QMainWindow):
         self.runner.events.connect(self._on_run_events)
         self.runner.ended.connect(self.review_page.refresh_runs)
         self.train_page.review_requested.connect(self._review_run)
+        self.review_page.finetune_requested.connect(self._finetune)
         self.statusBar().showMessage(self._ready_message)
         self.engine_ready.emit()
         self._on_tab(self.tabs.currentIndex())
@@ -201,6 +202,10 @@ class MainWindow(QMainWindow):
         self._pending_review = None
         self.tabs.setCurrentWidget(self.review_page)
         self.review_page.open_case_day(case_day, slice_num)
+
+    def _finetune(self, parent: Path) -> None:
+        if self.train_page.start_finetune(parent) is not None:
+            self.tabs.setCurrentWidget(self.train_page)
 
     def _resume_from_runs(self, run_dir: Path) -> None:
         self.tabs.setCurrentWidget(self.train_page)

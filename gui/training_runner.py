@@ -95,9 +95,10 @@ class TrainingRunner(QObject):
         return self.state != IDLE
 
     def start(self, config: StudioConfig, data_dir: Path, run_dir: Path | None = None,
-              all_folds: bool = False) -> Path:
+              all_folds: bool = False, init_from: Path | None = None) -> Path:
         """Start a new run (``all_folds``: a fold group, every fold of ``data.num_folds`` one after
-        another); returns its folder. Raises ``StudioError`` for an unusable config."""
+        another; ``init_from``: a fine-tune of that run, ``core.finetune``); returns its folder.
+        Raises ``StudioError`` for an unusable config."""
         from core.cv import FoldGroupSession
         from core.data.corrections import Corrections
         from core.session import TrainingSession  # the engine: loaded after the window is painted
@@ -111,7 +112,7 @@ class TrainingRunner(QObject):
         else:
             run_dir = run_dir or new_run_dir(config)
             session = TrainingSession(config, data_dir, run_dir, on_event=self._throttle.push,
-                                      corrections=corrections)
+                                      corrections=corrections, init_from=init_from)
         self._launch(session)
         return run_dir
 

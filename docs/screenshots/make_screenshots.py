@@ -4,8 +4,10 @@
 
 Writes data.png, train.png, train_running.png, runs.png, runs_compare.png, review_fill.png, review_contour.png,
 review_errors.png, review_three_planes.png, review_fold_summary.png, review_edit.png (the eraser
-part-way through a correction) and figure_example.png (a *Save figure* export). ``--edit-only`` makes
-review_edit.png alone, on the demo's true masks (seconds, no training). Takes a few minutes on a CPU (it trains B0 at 128 px for 4 epochs, then for 3 with another
+part-way through a correction), figure_example.png (a *Save figure* export), runs_finetune.png and
+review_loop.png (a fine-tune on corrections beside its parent; Next to review). ``--edit-only`` makes
+review_edit.png alone, on the demo's true masks (seconds, no training); ``--loop-only`` the two
+fine-tune shots alone (a short run, then its fine-tune: a few minutes). Takes a few minutes on a CPU (it trains B0 at 128 px for 4 epochs, then for 3 with another
 learning rate, to compare the two).
 """
 
@@ -68,6 +70,74 @@ def edit_shot(page, shot) -> None:
     view._hover(view.overlay_item.mapToScene(QPointF(x1, y)))
     shot("review_edit.png", 1.0)
     page.edit.edit_box.setChecked(False)
+
+
+def loop_shots(window, wait_for, shot, parent_run: Path) -> None:
+    """runs_finetune.png and review_loop.png: the stomach erased on a few slices (as the eraser
+    would), *Fine-tune on corrections* from the Review page, then the two runs side by side on the
+    Runs page and, on Review, the fine-tune's comparison bar and the slice *Next to review* chose."""
+    from PySide6.QtWidgets import QScrollArea
+
+    from core.data.corrections import Corrections
+
+    index = window.state.index
+    corrections = Corrections.for_dataset(window.state.dataset_dir)
+    erased = [r for r in index.slices if r.case_day == "case1_day23" and r.rles
+              and r.rles["stomach"]][:6]
+    for record in erased:
+        corrections.set_slice(record.id, {**record.rles, "stomach": ""})
+    page = window.review_page
+    window.tabs.setCurrentWidget(page)
+    page.refresh_runs()
+    page.select(run_dir=parent_run)
+    page._update_buttons()
+    page.loop.finetune_button.click()
+    wait_for(lambda: window.runner.state == "idle", 1800)
+    child = window.runner.run_dir
+    runs = window.runs_page
+    window.tabs.setCurrentWidget(runs)
+    runs.refresh()
+    runs.select_run(child)
+    shot("runs_finetune.png", 1.5)
+    window.tabs.setCurrentWidget(page)
+    page.refresh_runs()
+    page.select(run_dir=child)
+    page.next_to_review()
+    wait_for(lambda: page.ranking is not None and page.result is not None
+             and not page.task.is_running, 900)
+    panel = next(w for w in page.findChildren(QScrollArea) if w.widget().isAncestorOf(page.loop))
+    panel.ensureWidgetVisible(page.loop)
+    shot("review_loop.png", 1.5)
+
+
+def loop_only(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="studio-shots-"))
+    os.environ["SEGFORMER_STUDIO_HOME"] = str(home)
+    from PySide6.QtWidgets import QApplication
+
+    from core.config import apply_overrides
+    from gui.app import configure_application
+    from gui.main_window import MainWindow
+    from gui.presets import load_preset
+    from gui.settings import StudioSettings
+
+    app = QApplication(["SegFormer Studio"])
+    configure_application(app)
+    wait_for, shot = _helpers(app, lambda: window, out)
+    window = MainWindow(StudioSettings(home / "settings.ini"))
+    window.resize(1400, 880)
+    window.show()
+    window.data_page.create_demo()
+    wait_for(lambda: window.state.index is not None, 180)
+    window.tabs.setCurrentWidget(window.train_page)
+    window.train_page.form.set_config(apply_overrides(load_preset("Quick (CPU)"), [
+        "data.image_size=128", "train.epochs=4", "train.lr=1e-3", "data.num_folds=3",
+        "train.log_every_n_steps=2"]))
+    window.train_page.start_button.click()
+    wait_for(lambda: window.runner.state == "idle", 1800)
+    loop_shots(window, wait_for, shot, window.runner.run_dir)
+    window.close()
 
 
 def edit_only(out: Path) -> None:
@@ -187,10 +257,13 @@ def main(out: Path) -> None:
     shot("review_fold_summary.png", 1.5)
     page.export_view(out / "figure_example.png", scale=2)
     edit_shot(page, shot)
+    loop_shots(window, wait_for, shot, first_run)
     window.close()
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--edit-only"]
+    args = [a for a in sys.argv[1:] if a not in ("--edit-only", "--loop-only")]
     target = Path(args[0]) if args else ROOT / "docs" / "screenshots"
-    (edit_only if "--edit-only" in sys.argv else main)(target)
+    chosen = (edit_only if "--edit-only" in sys.argv else
+              loop_only if "--loop-only" in sys.argv else main)
+    chosen(target)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QSlider,
                                QSplitter, QVBoxLayout, QWidget)
@@ -26,12 +26,13 @@ from core.errors import StudioError
 from core.events import Progress
 from core.export import write_mask_png, write_submission
 from core.review import CaseDayResult, ReviewSession, fold_roles, review_sources, truth_only
-from core.runs import RunFolder
+from core.runs import RunFolder, is_group
 from gui.review.figure import SCALES, render_figure
 from gui.review.fold_summary import FoldSummary
 from gui.review.panel import DisplayPanel
 from gui.review.scores import ScoresPanel
 from gui.review.edit_panel import EditPanel
+from gui.review.loop_panel import LoopPanel
 from gui.review.slice_view import KEYS, PlaneView, SliceView, review_shortcuts
 from gui.review.viewer_state import ViewerState
 from gui.settings import StudioSettings
@@ -51,6 +52,9 @@ VOLUME_FORMATS = {"nifti": ("NIfTI", "NIfTI label maps"),
 
 
 class ReviewPage(QWidget):
+    finetune_requested = Signal(Path)
+    """*Fine-tune on corrections*: the window starts a fine-tune of this run on the Train page."""
+
     def __init__(self, state: StudioState, runs_root: Path | None = None,
                  session: ReviewSession | None = None, settings: StudioSettings | None = None,
                  parent: QWidget | None = None):
@@ -154,6 +158,19 @@ class ReviewPage(QWidget):
         self.editor = None  # core.editing.MaskEditor of the shown case-day, made when editing starts
         self.corrections = None  # core.data.corrections.Corrections of the open dataset
         self._last_paint: tuple[float, float] | None = None
+        self.loop = LoopPanel()
+        self.loop.rank_button.clicked.connect(lambda: self.rank_uncertainty())
+        self.loop.next_button.clicked.connect(self.next_to_review)
+        self.loop.finetune_button.clicked.connect(self._ask_finetune)
+        self.ranking = None  # core.uncertainty.UncertaintyRanking of the chosen run
+        self.lineage = QLabel("")
+        self.lineage.setObjectName("hint")
+        self.lineage.setWordWrap(True)
+        self.switch_button = QPushButton("")
+        self.switch_button.setToolTip("Show the same case-day and slice with the other model (C)")
+        self.switch_button.clicked.connect(self.switch_compared)
+        self.lineage.hide()
+        self.switch_button.hide()
         self.fold = FoldSummary()
         self.fold.open_case_day.connect(lambda case_day: self.open_case_day(case_day))
         self.score_fold_button = QPushButton("Score the validation case-days")
@@ -217,6 +234,7 @@ class ReviewPage(QWidget):
         right_layout = QVBoxLayout(right)
         right_layout.addWidget(self.display)
         right_layout.addWidget(self.edit)
+        right_layout.addWidget(self.loop)
         right_layout.addWidget(self.scores, 1)
         right_layout.addWidget(fold_box, 1)
         right_layout.addWidget(export_box)
@@ -235,6 +253,10 @@ class ReviewPage(QWidget):
         splitter.setStretchFactor(1, 2)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        lineage_row = QHBoxLayout()
+        lineage_row.addWidget(self.lineage, 1)
+        lineage_row.addWidget(self.switch_button)
+        layout.addLayout(lineage_row)
         layout.addWidget(splitter, 1)
 
         self.shortcuts = review_shortcuts(self, self.viewer, {
@@ -246,6 +268,7 @@ class ReviewPage(QWidget):
             "Ctrl+Z": lambda: self.edit_action("undo"),
             "Ctrl+Shift+Z": lambda: self.edit_action("redo"),
             "V": lambda: self.edit_action("reviewed"),
+            "N": self.next_to_review, "C": self.switch_compared,
             "R": self.reset_zoom,
             "L": lambda: self.layout_box.setCurrentIndex(1 - self.layout_box.currentIndex())})
         self.viewer.subscribe(self._on_viewer)
@@ -282,18 +305,47 @@ class ReviewPage(QWidget):
     def _on_run_changed(self) -> None:
         run, index = self.selected_run(), self.studio.index
         self.roles = fold_roles(RunFolder(run), index) if run is not None and index else {}
+        self._case_texts()
+        if self.fold.scores and (run is None or self.fold.property("run") != str(run)):
+            self.fold.clear()
+        if self.ranking is not None and (run is None or self.ranking.run_dir != run):
+            self.ranking = None
+        self._show_lineage()
+        self._loop_status()
+        self._update_buttons()
+
+    def _case_texts(self) -> None:
+        """Each case-day with its slice count, its role for the chosen run's fold, and how many of
+        its slices are corrected or reviewed."""
+        index = self.studio.index
         groups = index.case_days() if index is not None else {}
+        corrected, reviewed = self._done_ids()
         for i in range(self.case_box.count()):
             case_day = self.case_box.itemData(i)
             role = self.roles.get(case_day)
-            self.case_box.setItemText(i, f"{case_day} ({len(groups[case_day])} slices)"
-                                      + (f" · {role}" if role else ""))
-        if self.fold.scores and (run is None or self.fold.property("run") != str(run)):
-            self.fold.clear()
-        self._update_buttons()
+            ids = {r.id for r in groups.get(case_day, [])}
+            marks = [f"{n} {what}" for n, what in ((len(ids & corrected), "edited"),
+                                                   (len(ids & reviewed), "reviewed")) if n]
+            self.case_box.setItemText(i, f"{case_day} ({len(ids)} slices)"
+                                      + (f" · {role}" if role else "")
+                                      + (f" · {', '.join(marks)}" if marks else ""))
+
+    def _done_ids(self) -> tuple[set[str], set[str]]:
+        """The open dataset's corrected and reviewed slice ids."""
+        if self.corrections is None:
+            return set(), set()
+        try:
+            return set(self.corrections.rows()), set(self.corrections.reviewed())
+        except StudioError:
+            return set(), set()
 
     def _on_dataset(self) -> None:
+        from core.data.corrections import Corrections
+
         self.case_box.clear()
+        self.ranking = None
+        self.corrections = (Corrections.for_dataset(self.studio.dataset_dir)
+                            if self.studio.dataset_dir is not None else None)
         index = self.studio.index
         if index is not None:
             for case_day in index.case_days():
@@ -517,15 +569,20 @@ class ReviewPage(QWidget):
         self.slice_view._redraw()
 
     def edit_action(self, name: str) -> None:
-        """fill, take_slice, undo, redo or reviewed, on the shown slice (while editing)."""
+        """fill, take_slice, undo, redo (while editing) or reviewed (any time), on the shown
+        slice."""
+        if name == "reviewed":
+            if self.result is None or self.corrections is None:
+                return
+            sid = self.result.records[self.viewer.slice_index].id
+            self.corrections.set_reviewed(sid, sid not in self.corrections.reviewed())
+            self._edit_status()
+            self._case_texts()
+            self._loop_status()
+            return
         if not self.edit.editing or self.editor is None:
             return
         editor, i, k = self.editor, self.viewer.slice_index, self.edit.organ
-        if name == "reviewed":
-            sid = editor.slice_ids[i]
-            self.corrections.set_reviewed(sid, sid not in self.corrections.reviewed())
-            self._edit_status()
-            return
         changed = {"fill": lambda: editor.fill(i, k),
                    "take_slice": lambda: editor.take(i, k, self.result.prediction[i, k]),
                    "undo": lambda: editor.undo(i), "redo": lambda: editor.redo(i)}[name]()
@@ -547,11 +604,18 @@ class ReviewPage(QWidget):
             if view._drawn_at is not None:
                 view._redraw()
         self._edit_status()
+        self._case_texts()
+        self._update_buttons()
 
     def _edit_status(self) -> None:
-        if self.editor is None or self.corrections is None:
-            self.edit.status.setText("Tick Edit to correct the true masks of the shown case-day."
-                                     if self.result is not None else "")
+        if self.result is None or self.corrections is None:
+            self.edit.status.setText("")
+            return
+        if self.editor is None:
+            sid = self.result.records[self.viewer.slice_index].id
+            here = " This slice: reviewed." if sid in self.corrections.reviewed() else ""
+            self.edit.status.setText("Tick Edit to correct the true masks of the shown case-day; "
+                                     f"V marks the slice reviewed.{here}")
             return
         ids = set(self.editor.slice_ids)
         corrected = len(ids & set(self.corrections.rows()))
@@ -577,8 +641,115 @@ class ReviewPage(QWidget):
         self.slice_slider.blockSignals(False)
         record = self.result.records[i]
         self.slice_label.setText(f"slice {record.slice_num} ({i + 1}/{self.result.depth})")
-        if self.editor is not None:
-            self._edit_status()
+        self._edit_status()
+
+    # -- the review loop: what next, fine-tune, compare --------------------------------------------
+    def rank_uncertainty(self, then_next: bool = False) -> None:
+        """Predict every case-day with the chosen run and rank its slices by uncertainty (in the
+        background); ``then_next``: open the first slice to review once ranked."""
+        from core.uncertainty import rank_by_uncertainty
+
+        run_dir, index = self.selected_run(), self.studio.index
+        if run_dir is None or index is None:
+            return
+
+        def ranked(ranking) -> None:
+            self.ranking = ranking
+            self._loop_status()
+            if then_next:
+                self.next_to_review()
+
+        self._start(lambda progress, cancel: rank_by_uncertainty(run_dir, index, None, progress,
+                                                                 cancel),
+                    "Ranking by uncertainty…", ranked, failed_title=f"ranking {run_dir.name}")
+
+    def _slice_done(self, case_day: str, slice_num: int) -> bool:
+        corrected, reviewed = self._done_ids()
+        sid = self._slice_ids().get((case_day, slice_num))
+        return sid is None or sid in corrected or sid in reviewed
+
+    def _slice_ids(self) -> dict[tuple[str, int], str]:
+        index = self.studio.index
+        return {(r.case_day, r.slice_num): r.id for r in index.slices} if index is not None else {}
+
+    def next_to_review(self) -> None:
+        """N: open the most uncertain slice not yet reviewed or corrected (ranking first)."""
+        if self.selected_run() is None or self.studio.index is None:
+            return
+        if self.ranking is None:
+            self.rank_uncertainty(then_next=True)
+            return
+        found = self.ranking.next_slice(self._slice_done)
+        if found is None:
+            self.loop.status.setText("Every slice is reviewed or corrected: nothing left to "
+                                     "review with this run.")
+            return
+        case_day, slice_num, entropy = found
+        self.open_case_day(case_day, slice_num)
+        self._loop_status(f"Now: {case_day} slice {slice_num} (uncertainty {entropy:.4f}). ")
+
+    def _loop_status(self, prefix: str = "") -> None:
+        index = self.studio.index
+        if index is None:
+            self.loop.status.setText("")
+            return
+        corrected, reviewed = self._done_ids()
+        ids = {r.id for r in index.slices}
+        done = len(ids & (corrected | reviewed))
+        text = f"{len(ids & corrected)} slices corrected, {len(ids & reviewed)} reviewed"
+        if self.ranking is not None:
+            top = ", ".join(f"{d.case_day} {d.mean:.4f}" for d in self.ranking.case_days[:3])
+            text += (f"; {len(ids) - done} of {len(ids)} slices left to review. Most uncertain "
+                     f"case-days: {top}")
+        self.loop.status.setText(prefix + text + ".")
+
+    def _ask_finetune(self) -> None:
+        run = self.selected_run()
+        if run is not None:
+            self.finetune_requested.emit(run)
+
+    def compared_run(self) -> Path | None:
+        """The run C switches to: the chosen run's parent, else its newest fine-tune."""
+        from core.finetune import related_runs
+
+        run = self.selected_run()
+        if run is None:
+            return None
+        parent, children = related_runs(run, [source.path for source in self.runs])
+        return parent or (children[0] if children else None)
+
+    def switch_compared(self) -> None:
+        """C: the same case-day and slice, predicted by the other run of a fine-tune pair."""
+        target = self.compared_run()
+        if target is None:
+            return
+        if self.result is not None:
+            self._pending_slice = (self.result.case_day,
+                                   self.result.records[self.viewer.slice_index].slice_num)
+        self.select(run_dir=target)
+        if self.result is not None:
+            self.show_selected()
+
+    def _show_lineage(self) -> None:
+        """Above the views: where the chosen fine-tune came from and how the two compare (or, for
+        a run that was fine-tuned, how its newest fine-tune compares), with the switch (C)."""
+        from core.finetune import lineage_text, related_runs
+
+        run = self.selected_run()
+        text, label = None, ""
+        if run is not None:
+            parent, children = related_runs(run, [source.path for source in self.runs])
+            if parent is not None or not children:
+                text, label = lineage_text(RunFolder(run)), "Show the parent run (C)"
+            else:
+                child = RunFolder(children[0])
+                text = f"{child.info().title(child.name)} was fine-tuned from this run: " + \
+                    (lineage_text(child) or "").split(": ", 1)[-1]
+                label = "Show the fine-tuned run (C)"
+        self.lineage.setText(text or "")
+        self.lineage.setVisible(bool(text))
+        self.switch_button.setText(label)
+        self.switch_button.setVisible(self.compared_run() is not None)
 
     def _update_buttons(self) -> None:
         busy = self.task is not None and self.task.is_running
@@ -590,6 +761,21 @@ class ReviewPage(QWidget):
             button.setEnabled(self.selected_run() is not None and self.studio.index is not None
                               and not busy)
         self.score_fold_button.setEnabled(bool(self.validation_case_days()) and not busy)
+        run = self.selected_run()
+        single = run is not None and not is_group(run)
+        has_corrections = bool(self._done_ids()[0])
+        self.loop.rank_button.setEnabled(run is not None and self.studio.index is not None
+                                         and not busy)
+        self.loop.next_button.setEnabled(run is not None and self.studio.index is not None
+                                         and not busy)
+        self.loop.finetune_button.setEnabled(single and has_corrections and not busy)
+        self.edit.buttons["reviewed"].setEnabled(self.result is not None
+                                                 and self.corrections is not None)
+        self.loop.finetune_button.setToolTip(
+            self.loop.finetune_button.toolTip().split("\n\n")[0] + (
+                "" if single and has_corrections else
+                "\n\nChoose one run (not a fold group's ensemble) and correct at least one "
+                "slice first."))
         self.score_fold_button.setToolTip(
             "Predict every validation case-day of the run's fold and list their scores"
             if self.validation_case_days() else "The chosen run has no validation case-day in "

@@ -78,6 +78,26 @@ class RunRow:
         return self.folder.model_complete()
 
 
+def finetune_lines(folder: RunFolder) -> list[str]:
+    """HTML lines for a fine-tune: where it came from, and both runs' scores side by side on the
+    same (corrected) truth."""
+    from core.finetune import comparison_rows, lineage_text, read_comparison
+
+    text = lineage_text(folder)
+    if text is None:
+        return []
+    lines = [escape(text.split(": ", 1)[0])]
+    record = read_comparison(folder)
+    if record is not None:
+        parent = escape(record.get("parent_name") or Path(record.get("parent", "")).name)
+        cells = "".join(f"<tr><td>{escape(what)}</td><td align='right'>{a}</td>"
+                        f"<td align='right'><b>{b}</b></td></tr>"
+                        for what, a, b in comparison_rows(record))
+        lines.append(f"<table cellspacing='0' cellpadding='3'><tr><th align='left'>On the "
+                     f"corrected truth</th><th>{parent}</th><th>this run</th></tr>{cells}</table>")
+    return lines
+
+
 class RunsPage(QWidget):
     resume_requested = Signal(Path)
 
@@ -288,6 +308,7 @@ class RunsPage(QWidget):
         tuned = tuning_summary(run.folder.model_meta())
         if tuned:
             lines.append(escape(tuned))
+        lines += finetune_lines(run.folder)
         if run.info.error:
             lines.append(f"<span style='color:#b22'>Error: {escape(run.info.error)}</span>")
         if run.info.damaged:
@@ -301,6 +322,8 @@ class RunsPage(QWidget):
             steps, validations = run.folder.metric_events()
             facts = {"status": run.status, "best score": run.best, "step": run.step or "–",
                      "dataset": run.info.data_dir or "?"}
+            if run.info.parent:
+                facts["fine-tuned from"] = Path(run.info.parent).name
             compared.append(ComparedRun(run.title, str(run.path), facts, run.config, steps,
                                         validations))
         self.compare.show_runs(compared)

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QPlainTextEdit, Q
 from core.config import StudioConfig
 from core.data import ORGANS
 from core.errors import StudioError
-from core.runs import RunFolder
+from core.runs import RunFolder, new_run_dir
 from core.events import (CheckpointSaved, GroupProgress, LogMessage, Progress, TrainingFailed,
                          TrainingFinished, TrainingStarted, TrainingStep, ValidationResult)
 from gui.presets import PRESETS, load_preset
@@ -210,6 +210,32 @@ class TrainPage(QWidget):
         self._begin(run_dir, f"New {'fold group' if all_folds else 'run'} in {run_dir}")
         self.charts.clear_data()
         self.run_started.emit(run_dir)
+
+    def start_finetune(self, parent: Path) -> Path | None:
+        """*Fine-tune on corrections* (Review): a new run from ``parent``'s best weights with its
+        settings and a short schedule, on the open dataset with its corrections."""
+        from core.finetune import finetune_config
+
+        if self.runner.is_active:
+            show_error(self, "Cannot start the fine-tune", "A run is training; stop it or let it "
+                       "finish first.")
+            return None
+        if self.state.dataset_dir is None:
+            show_error(self, "Cannot start the fine-tune", "Open the dataset you corrected on the "
+                       "Data page first.")
+            return None
+        try:
+            config = finetune_config(parent)
+            run_dir = self.runner.start(config, self.state.dataset_dir,
+                                        new_run_dir(config, suffix="_finetune"), init_from=parent)
+        except StudioError as exc:
+            show_error(self, "Cannot start the fine-tune", str(exc))
+            return None
+        self._begin(run_dir, f"Fine-tuning {Path(parent).name} on your corrections "
+                    f"({config.train.epochs} epochs) in {run_dir}")
+        self.charts.clear_data()
+        self.run_started.emit(run_dir)
+        return run_dir
 
     def resume(self, run_dir: Path | None) -> None:
         if run_dir is None or self.runner.is_active:

@@ -95,5 +95,5 @@ class EditPanel(QGroupBox):
     def _enable(self) -> None:
         on = self.edit_box.isChecked()
         for widget in (self.organ_box, self.brush, self.eraser, self.size_box,
-                       *self.buttons.values()):
-            widget.setEnabled(on)
+                       *(b for name, b in self.buttons.items() if name != "reviewed")):
+            widget.setEnabled(on)  # Reviewed (V) works while looking, too: the page enables it

@@ -237,3 +237,87 @@ def test_the_open_datasets_corrections_are_read_and_trained_on(qtbot, window, sm
         assert scan_dataset(small_demo).by_id()[record.id].rles == record.rles  # dataset untouched
     finally:
         corrections.path.unlink()
+
+
+def test_the_review_loop_ranks_fine_tunes_and_compares(qtbot, window, small_demo):
+    """Review → Fine-tune on corrections → both runs side by side, C switches on the same slice;
+    N opens the most uncertain slice not yet reviewed, V marks it and N moves on."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    from core.data.corrections import Corrections
+    from core.data.scan import scan_dataset
+    from core.finetune import read_comparison
+    from core.runs import RunFolder
+
+    plain = scan_dataset(small_demo)
+    erased = [r for r in plain.slices if r.rles["stomach"]][:2]
+    corrections = Corrections.for_dataset(small_demo)
+    for record in erased:
+        corrections.set_slice(record.id, {**record.rles, "stomach": ""})
+    try:
+        open_dataset(qtbot, window, small_demo)
+        window.train_page.form.set_config(tiny_config("train.epochs=1"))
+        window.train_page.start_button.click()
+        parent_dir = window.runner.run_dir
+        qtbot.waitUntil(lambda: _idle(window), timeout=300_000)
+
+        review = window.review_page
+        window.tabs.setCurrentWidget(review)
+        review.refresh_runs()
+        review.select(run_dir=parent_dir)
+        assert review.loop.finetune_button.isEnabled()
+        edited = erased[0].case_day
+        i = review.case_box.findData(edited)
+        assert "edited" in review.case_box.itemText(i)
+
+        review.loop.finetune_button.click()
+        assert window.tabs.currentWidget() is window.train_page and window.runner.is_active
+        child_dir = window.runner.run_dir
+        qtbot.waitUntil(lambda: _idle(window), timeout=300_000)
+        child = RunFolder(child_dir)
+        assert child.info().parent == str(parent_dir.resolve())
+        assert child.info().corrected_slices == 2
+        assert read_comparison(child) is not None
+
+        runs = window.runs_page
+        window.tabs.setCurrentWidget(runs)
+        runs.refresh()
+        runs.select_run(child_dir)
+        details = runs.details.text()
+        assert "Fine-tuned from" in details and "On the corrected truth" in details
+        assert "Dice on the 2 corrected slices" in details
+
+        window.tabs.setCurrentWidget(review)
+        review.refresh_runs()
+        review.select(run_dir=child_dir)
+        assert review.lineage.isVisible() and "→" in review.lineage.text()
+        assert review.switch_button.isVisible()
+        review.open_case_day(edited, erased[0].slice_num)
+        qtbot.waitUntil(lambda: review.result is not None and review.result.case_day == edited
+                        and review.task is not None and not review.task.is_running,
+                        timeout=120_000)
+        at = review.viewer.slice_index
+        QTest.keyClick(review.slice_view, Qt.Key_C)
+        assert review.selected_run() == parent_dir
+        qtbot.waitUntil(lambda: not review.task.is_running, timeout=120_000)
+        assert review.result.case_day == edited and review.viewer.slice_index == at
+        assert "Show the fine-tuned run" in review.switch_button.text()
+
+        QTest.keyClick(review.slice_view, Qt.Key_N)  # ranks first, then opens
+        qtbot.waitUntil(lambda: review.ranking is not None and not review.task.is_running,
+                        timeout=300_000)
+        first = review.ranking.next_slice(review._slice_done)
+        shown = review.result.records[review.viewer.slice_index]
+        assert (shown.case_day, shown.slice_num) == first[:2]
+        assert shown.id not in {r.id for r in erased}  # corrected slices need no review
+        QTest.keyClick(review.slice_view, Qt.Key_V)
+        assert shown.id in Corrections.for_dataset(small_demo).reviewed()
+        QTest.keyClick(review.slice_view, Qt.Key_N)
+        qtbot.waitUntil(lambda: not review.task.is_running, timeout=120_000)
+        after = review.result.records[review.viewer.slice_index]
+        assert after.id != shown.id
+        assert "1 reviewed" in review.case_box.itemText(review.case_box.findData(shown.case_day))
+    finally:
+        corrections.path.unlink(missing_ok=True)
+        corrections.reviewed_path.unlink(missing_ok=True)
