@@ -73,8 +73,8 @@ def edit_shot(page, shot) -> None:
 
 
 def loop_shots(window, wait_for, shot, parent_run: Path) -> None:
-    """runs_finetune.png and review_loop.png: the stomach erased on a few slices (as the eraser
-    would), *Fine-tune on corrections* from the Review page, then the two runs side by side on the
+    """runs_finetune.png and review_loop.png: the stomach erased on its last slices (as the
+    eraser would), *Fine-tune on corrections* from the Review page, then the two runs side by side on the
     Runs page and, on Review, the fine-tune's comparison bar and the slice *Next to review* chose."""
     from PySide6.QtWidgets import QScrollArea
 
@@ -82,8 +82,10 @@ def loop_shots(window, wait_for, shot, parent_run: Path) -> None:
 
     index = window.state.index
     corrections = Corrections.for_dataset(window.state.dataset_dir)
-    erased = [r for r in index.slices if r.case_day == "case1_day23" and r.rles
-              and r.rles["stomach"]][:6]
+    # The stomach's last 6 slices, where it is smallest: the ends of organs are where the
+    # UW-Madison labels are least sure.
+    erased = sorted((r for r in index.slices if r.case_day == "case1_day23" and r.rles
+                     and r.rles["stomach"]), key=lambda r: r.slice_num)[-6:]
     for record in erased:
         corrections.set_slice(record.id, {**record.rles, "stomach": ""})
     page = window.review_page
