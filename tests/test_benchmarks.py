@@ -115,8 +115,7 @@ def test_thread_prefetcher_yields_in_order_raises_and_stops():
 def test_quality_table_has_every_row():
     result = quality.measure(folds=2, epochs=1, image_size=64, test_cases=1, cases=4,
                              slices_per_scan=8, extras=True)
-    table, ratio = quality.report(result)
-    assert ratio > 0
+    table, ratios = quality.report(result)
     models = [row["model"] for row in result["rows"]]
     assert models[8].startswith("single fold, EMA 0.9") and "early stop" in models[9]
     assert models[:8] == [m for m in ("single fold, untuned", "single fold, tuned",
@@ -126,5 +125,8 @@ def test_quality_table_has_every_row():
     # tuning is never worse where it was chosen (rows: untuned, untuned + TTA, tuned, tuned + TTA…)
     validation = [row["validation"]["score"] for row in result["rows"]]
     assert validation[2] >= validation[0] and validation[6] >= validation[4]
-    assert ratio == pytest.approx(validation[6] / validation[0])
+    assert ratios["as_filed"] == pytest.approx(validation[6] / validation[0])
+    assert ratios["oof"] == pytest.approx(validation[6] / validation[4]) and ratios["oof"] >= 1.0
+    test = [row["test"]["score"] for row in result["rows"]]
+    assert ratios["test"] == pytest.approx(test[6] / test[0])
     assert "held-out" in table and "flip" in table
