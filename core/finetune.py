@@ -61,9 +61,11 @@ def finetune_config(parent: str | Path, overrides: list[str] | None = None) -> S
     override changes one of ``FIXED``."""
     run = parent_run(parent)
     base = run.config()
+    # model.pretrained goes: the weights come from the parent, and the folder it named may have
+    # moved since (a missing folder would make the settings invalid).
     short = apply_overrides(base, [f"train.epochs={finetune_epochs(base.train.epochs)}",
                                    f"train.lr={base.train.lr / 3:.6g}", "train.pct_start=0.1",
-                                   "train.max_steps=-1"])
+                                   "train.max_steps=-1", "model.pretrained="])
     config = apply_overrides(short, overrides or [])
     for key in FIXED:
         if get_value(config, key) != get_value(base, key):

@@ -62,6 +62,20 @@ def test_the_short_schedule_keeps_what_the_weights_depend_on(parent):
         finetune_config(parent.path / "nothing here")
 
 
+def test_a_parent_whose_pretrained_folder_moved_can_be_fine_tuned(parent, tmp_path):
+    import shutil
+
+    from core.config import ensure_valid, save_config
+
+    moved = tmp_path / "parent copy"
+    shutil.copytree(parent.path, moved)
+    save_config(apply_overrides(parent.config(), [f"model.pretrained={tmp_path / 'gone'}"]),
+                moved / "config.yaml")
+    config = finetune_config(moved)
+    assert config.model.pretrained == ""
+    ensure_valid(config)  # the parent's own settings would not pass: the folder is gone
+
+
 def test_a_fine_tune_starts_from_the_parents_best_weights_and_is_compared(
         parent, erased, small_demo, tmp_path, monkeypatch):
     first = {}

@@ -49,3 +49,17 @@ def test_a_real_model_ranks_every_case_day(trained_run, demo_dataset, tmp_path):
     assert ((top.entropy >= 0) & (top.entropy <= 1)).all() and top.entropy.max() > 0
     case_day, slice_num, value = ranking.next_slice(set())
     assert (case_day, value) == (top.case_day, float(top.entropy.max()))
+
+
+def test_a_dataset_without_labels_is_ranked_too(trained_run, demo_dataset, tmp_path):
+    """The usual case: new scans with no train.csv, to be labelled by correcting predictions."""
+    import shutil
+
+    unlabelled = tmp_path / "new scans"
+    shutil.copytree(demo_dataset, unlabelled, ignore=shutil.ignore_patterns("train.csv"))
+    index = scan_dataset(unlabelled)
+    assert not index.has_labels
+    chosen = list(index.case_days())[:2]
+    ranking = rank_by_uncertainty(trained_run[0], index, chosen, cache_root=tmp_path / "cache")
+    assert sorted(d.case_day for d in ranking.case_days) == sorted(chosen)
+    assert ranking.next_slice(set())[0] == ranking.case_days[0].case_day
