@@ -82,7 +82,12 @@ def checkpoint_config(checkpoint: dict, path: Path) -> dict:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint I/O, with atomic writes and safe (``weights_only``) reads."""
+    """Lightning's checkpoint I/O, with atomic writes and safe (``weights_only``) reads;
+    ``on_load`` may adjust a checkpoint as it is read (a resume on another number of devices)."""
+
+    def __init__(self, on_load=None):
+        super().__init__()
+        self.on_load = on_load
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         path = Path(path)
@@ -99,7 +104,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                               "previous checkpoint is intact; free disk space and resume") from None
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
-        return load_checkpoint(path, map_location if map_location is not None else "cpu")
+        checkpoint = load_checkpoint(path, map_location if map_location is not None else "cpu")
+        return self.on_load(checkpoint) if self.on_load is not None else checkpoint
 
 
 # -- exported models (save_pretrained folders) -----------------------------------------------------

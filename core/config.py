@@ -139,6 +139,14 @@ class TrainConfig:
         "full fold. A fold group tunes once, on its out-of-fold predictions.")
     device: str = _setting("auto", "Device", "auto: the GPU when there is one, else the CPU.",
                            choices=("auto", "cpu", "gpu"))
+    devices: str = _setting(
+        "1", "Devices", "How many devices train together, each in its own process with its own "
+        "batches (Lightning's DDP): a number, auto (every visible GPU) or GPU numbers such as 0,1; "
+        "on the CPU, that many processes. The effective batch is devices × machines × batch size "
+        "× accumulation; the memory estimate is per device.")
+    num_nodes: int = _setting(1, "Machines", "Machines training together (a cluster: start the "
+                              "command on each with SLURM or torchrun, see the README).",
+                              min=1, max=1024)
     channels_last: bool = _setting(False, "channels_last", "Channels-last memory format for weights "
                                    "and inputs, in training and prediction (measure before turning "
                                    "on: it helps convolutions on recent GPUs).")
@@ -287,6 +295,12 @@ def cross_field_problems(cfg: StudioConfig) -> dict[str, str]:
     if cfg.data.fold >= cfg.data.num_folds:
         problems["data.fold"] = (f"data.fold: {cfg.data.fold} must be below data.num_folds "
                                  f"({cfg.data.num_folds}); folds are numbered from 0")
+    from core.devices import parse_devices
+
+    try:
+        parse_devices(cfg.train.devices)
+    except ConfigError as exc:
+        problems["train.devices"] = str(exc)
     if cfg.train.compile:
         from core.devices import compile_problem, resolve_device
 
@@ -342,6 +356,8 @@ MIGRATIONS = {
     "train.ema": lambda data: False,
     "train.ema_decay": lambda data: 0.999,
     "train.tune_postprocess": lambda data: False,  # runs from before it were not tuned
+    "train.devices": lambda data: "1",
+    "train.num_nodes": lambda data: 1,
 }
 """How a config without a newer key is read: runs of earlier versions keep the behaviour they were
 trained with (their validation fold was drawn with ``train.seed``; their best model was chosen by

@@ -102,3 +102,67 @@ def compile_problem(accelerator: str = "cpu") -> str | None:
         return (f"train.compile: torch.compile on the CPU needs a C++ compiler ({compiler}) and "
                 "none was found; leave it off")
     return None
+
+
+# -- several devices (Lightning's DDP) ---------------------------------------------------------------
+def parse_devices(setting: str) -> str | int | list[int]:
+    """``train.devices``: ``auto``, a count (``2``) or GPU numbers (``0,1``); ``ConfigError``
+    otherwise."""
+    text = str(setting).strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        if "," in text:
+            ids = [int(part) for part in text.split(",") if part.strip()]
+            if ids and all(i >= 0 for i in ids) and len(set(ids)) == len(ids):
+                return ids
+        elif int(text) >= 1:
+            return int(text)
+    except ValueError:
+        pass
+    raise ConfigError(f"train.devices: {setting!r} is not a device count (1, 2, …), 'auto' or GPU "
+                      "numbers such as 0,1", key="train.devices")
+
+
+def device_count(setting: str, accelerator: str, gpus: int | None = None) -> int:
+    """How many processes ``train.devices`` means on this machine for ``accelerator``: ``auto`` is
+    every visible GPU (one process on the CPU)."""
+    devices = parse_devices(setting)
+    if devices == "auto":
+        if accelerator != "gpu":
+            return 1
+        import torch
+
+        return max(1, torch.cuda.device_count() if gpus is None else gpus)
+    count = len(devices) if isinstance(devices, list) else devices
+    if accelerator == "gpu":
+        import torch
+
+        visible = torch.cuda.device_count() if gpus is None else gpus
+        wanted = max(devices) + 1 if isinstance(devices, list) else count
+        if wanted > visible:
+            raise ConfigError(f"train.devices: {setting} asks for {wanted} GPUs but {visible} "
+                              "are visible (CUDA_VISIBLE_DEVICES?); choose fewer or auto",
+                              key="train.devices")
+    return count
+
+
+def world_size(setting: str, num_nodes: int, accelerator: str) -> int:
+    """Processes that train together: devices per machine × machines."""
+    return device_count(setting, accelerator) * max(1, int(num_nodes))
+
+
+def ddp_backend(accelerator: str, platform: str = sys.platform) -> str:
+    """NCCL between CUDA GPUs on Linux; gloo on the CPU and on Windows (no NCCL there)."""
+    return "nccl" if accelerator == "gpu" and platform.startswith("linux") else "gloo"
+
+
+RANK_VARIABLES = ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK")
+
+
+def is_rank_zero(environ=None) -> bool:
+    """False in every process but the one that owns the run: the processes Lightning's DDP
+    launcher re-executes (``LOCAL_RANK``/``NODE_RANK``), torchrun's (``RANK``) and srun's
+    (``SLURM_PROCID``) other ranks. Only rank zero writes the run folder and reports events."""
+    environ = os.environ if environ is None else environ
+    return all(environ.get(name, "0").strip() in ("", "0") for name in RANK_VARIABLES)

@@ -183,6 +183,16 @@ class ScoreAccumulator:
         self._case_days[case_day] = scored
         return scored
 
+    def add_score(self, scored: CaseDayScore) -> None:
+        """Keep a case-day scored elsewhere (another DDP process)."""
+        if scored.case_day in self._case_days:
+            raise ValueError(f"{scored.case_day} was already scored")
+        self._case_days[scored.case_day] = scored
+
+    @property
+    def case_day_scores(self) -> list[CaseDayScore]:
+        return list(self._case_days.values())
+
     def result(self) -> ScoreResult:
         """Aggregate everything added so far (see the module docstring for the definitions)."""
         days = list(self._case_days.values())

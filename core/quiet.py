@@ -21,6 +21,9 @@ def quiet_libraries() -> None:
     # Lightning warns that a run resumed mid-epoch cannot continue its epoch's batch order; ours does
     # (core.data.datamodule.EpochShuffle, positioned from the checkpoint), which Lightning cannot see.
     warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before.*")
+    # DDP: SegFormer's depthwise convolutions get gradients in another memory layout than DDP's
+    # buckets; the reducer copies them (correct; a copy of a few MB per step).
+    warnings.filterwarnings("ignore", message=r".*Grad strides do not match bucket view strides.*")
     # Lightning prints its notes (devices found, tips) to stderr through a handler of its own; send
     # them to our log instead, where the console shows warnings only.
     for name in LIGHTNING_LOGGERS:

@@ -45,7 +45,7 @@ from core.config import StudioConfig, ensure_valid, from_dict
 from core.data.cache import build_cache
 from core.data.datamodule import SliceDataModule
 from core.data.scan import DatasetIndex, scan_dataset
-from core.devices import resolve_placement
+from core.devices import ddp_backend, is_rank_zero, resolve_placement, world_size
 from core.errors import CancelledError, ConfigError, StudioError
 from core.events import (CheckpointSaved, EventSink, LogMessage, TrainingFailed, TrainingFinished,
                          TrainingStarted, TrainingStep, ValidationResult, ignore_events)
@@ -92,9 +92,10 @@ class RunCheckpoint(ModelCheckpoint):
 
     def write_last(self, trainer: "pl.Trainer") -> None:
         path = self.session.folder.last_checkpoint
-        trainer.save_checkpoint(str(path), weights_only=False)
+        trainer.save_checkpoint(str(path), weights_only=False)  # every process: it ends in a barrier
         self.last_saved = time.monotonic()
-        self.session.folder.update_info(step=trainer.global_step)  # the step last.ckpt holds
+        if self.session.rank_zero:
+            self.session.folder.update_info(step=trainer.global_step)  # the step last.ckpt holds
         self.session.emit(CheckpointSaved(str(path), trainer.global_step))
 
     def on_validation_end(self, trainer, pl_module):
@@ -104,9 +105,10 @@ class RunCheckpoint(ModelCheckpoint):
         super().on_validation_end(trainer, pl_module)  # the best checkpoint first
         self.write_last(trainer)
         score = None if self.best_model_score is None else float(self.best_model_score)
-        self.session.folder.record_best(self.best_model_path or None, score, self.monitor,
-                                        self._best_step())
-        if self.session.stop_requested:  # a Stop that came during or just before validation
+        if self.session.rank_zero:
+            self.session.folder.record_best(self.best_model_path or None, score, self.monitor,
+                                            self._best_step())
+        if self.session.agreed_stop(trainer):  # a Stop that came during or just before validation
             trainer.should_stop = True
 
     def _best_step(self) -> int | None:
@@ -116,9 +118,13 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         """Time-based ``last.ckpt`` between validations (only between optimiser steps, and not on
         an epoch's last batch, whose state is saved after its validation)."""
-        if (self.interval is not None and time.monotonic() - self.last_saved >= self.interval
-                and not trainer.fit_loop._should_accumulate()
-                and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
+        if (self.interval is None or trainer.fit_loop._should_accumulate()
+                or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
+            return
+        due = time.monotonic() - self.last_saved >= self.interval
+        if trainer.world_size > 1:  # every process saves together (save_checkpoint has a barrier)
+            due = trainer.strategy.reduce_boolean_decision(due, all=False)
+        if due:
             self.write_last(trainer)
 
 
@@ -187,10 +193,17 @@ class _RunEvents(Callback):
         after the batches already trained on."""
         trainer = self.trainer
         return {"epoch": trainer.current_epoch,
-                "batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+                "batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+                "world": trainer.world_size, "group": self.datamodule.sampler.group}
 
     def load_state_dict(self, state: dict) -> None:
-        self.datamodule.resume_at(state["epoch"], state["batches"])
+        # Saved by more processes (a resume on fewer): the same samples are that many more batches
+        # per process in (_rescale_loops scaled the loop's counters alike), and the epochs keep
+        # the length they had on the processes the run started on.
+        saved = int(state.get("world", 1))
+        sampler = self.datamodule.sampler
+        sampler.group = max(sampler.world, int(state.get("group", saved)))
+        self.datamodule.resume_at(state["epoch"], state["batches"] * saved // self.session.world)
 
     def on_train_start(self, trainer, pl_module):
         session = self.session
@@ -210,10 +223,11 @@ class _RunEvents(Callback):
         if len(self.window) > 1:
             elapsed = self.window[-1][0] - self.window[0][0]
             images = sum(n for _, n in list(self.window)[1:])
-            pl_module.log("images_per_sec", images / elapsed if elapsed > 0 else 0.0,
+            pl_module.log("images_per_sec",  # all processes together (they step in lockstep)
+                          images * trainer.world_size / elapsed if elapsed > 0 else 0.0,
                           on_step=True, on_epoch=False)
         faults.point("step")
-        if not self.session.stop_requested or trainer.fit_loop._should_accumulate():
+        if trainer.fit_loop._should_accumulate() or not self.session.agreed_stop(trainer):
             return
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return  # the epoch's validation runs first; RunCheckpoint stops after it
@@ -273,15 +287,25 @@ class TrainingSession:
         self.total_steps = 0
         self.checkpoint: RunCheckpoint | None = None
         self.placement = resolve_placement(config.train.device, config.train.precision)
+        self.world = world_size(config.train.devices, config.train.num_nodes,
+                                self.placement.accelerator)
+        # DDP: the other processes run this same code (Lightning re-executes the command, or
+        # torchrun / srun start it); only rank zero writes the run folder and reports events.
+        self.rank_zero = is_rank_zero()
+        if not self.rank_zero:  # rank zero says it once; the workers only report errors
+            logging.getLogger("core").setLevel(logging.ERROR)
 
     @classmethod
     def resume(cls, run_dir: str | Path, on_event: EventSink = ignore_events,
                data_dir: str | Path | None = None,
-               cache_root: str | Path | None = None, tune: bool = True) -> "TrainingSession":
+               cache_root: str | Path | None = None, tune: bool = True,
+               devices: list[str] | None = None) -> "TrainingSession":
         """Continue the run in ``run_dir`` with its own settings, from ``checkpoints/last.ckpt`` (or
         from the start when it was interrupted before its first checkpoint). ``data_dir`` overrides
         the dataset the run recorded (it moved). ``tune``: False leaves the post-processing
-        untuned whatever ``train.tune_postprocess`` says (a fold group tunes on all its folds)."""
+        untuned whatever ``train.tune_postprocess`` says (a fold group tunes on all its folds).
+        ``devices``: ``train.devices`` / ``train.num_nodes`` overrides (``KEY=VALUE``) to go on
+        with fewer processes (``resume_on``)."""
         run = RunFolder(run_dir)
         if not run.path.is_dir() or not run.is_run():
             raise StudioError(f"'{run.path}' is not a run folder (no config.yaml or run.json); "
@@ -291,6 +315,8 @@ class TrainingSession:
             raise StudioError(f"run '{run.path}' has finished; there is nothing to resume (start "
                               "a new run, e.g. from its settings)")
         config, checkpoint, step, recorded_data = _settings_to_resume(run)
+        if devices:
+            config = resume_on(run, config, devices, checkpoint is not None)
         folder = data_dir or info.data_dir or recorded_data
         if not folder:
             raise StudioError(f"run '{run.path}' does not record its dataset (run.json is damaged); "
@@ -319,7 +345,19 @@ class TrainingSession:
         last batch) and write a resumable ``checkpoints/last.ckpt``."""
         self._stop.set()
 
+    def agreed_stop(self, trainer) -> bool:
+        """Whether to stop here; with several processes, true on all of them when any was asked
+        (a Stop from the GUI reaches rank zero only), so every process stops at the same step."""
+        stop = self.stop_requested
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+            if stop:
+                self._stop.set()
+        return stop
+
     def emit(self, event) -> None:
+        if not self.rank_zero:
+            return
         try:
             self.on_event(event)
         except Exception:  # noqa: BLE001 - a broken receiver must not kill training
@@ -328,6 +366,8 @@ class TrainingSession:
     def run(self) -> TrainingFinished:
         """Train. Returns the ``TrainingFinished`` event; on failure emits ``TrainingFailed``
         and raises (``StudioError`` for problems the user can fix)."""
+        if not self.rank_zero:
+            return self._run()  # a DDP worker: rank zero owns the folder, its lock and its record
         lock = self.folder.lock()
         try:
             self.folder.prepare()
@@ -366,6 +406,8 @@ class TrainingSession:
                                 "the run again from the beginning")
 
     def _prepare_folder(self) -> None:
+        if not self.rank_zero:
+            return
         self.folder.clean_partial_files()
         if not self.resuming:
             self.folder.create(self.config, self.data_dir,
@@ -424,6 +466,11 @@ class TrainingSession:
             module.model.compile()  # in place: state-dict keys stay those of the plain model
         self.checkpoint = RunCheckpoint(self)
         train = self.config.train
+        strategy = "auto"
+        if self.world > 1:
+            from pytorch_lightning.strategies import DDPStrategy
+
+            strategy = DDPStrategy(process_group_backend=ddp_backend(placement.accelerator))
         # The average first: it must take in a step before _RunEvents or RunCheckpoint save it.
         callbacks: list[Callback] = []
         if train.ema:
@@ -432,11 +479,12 @@ class TrainingSession:
                  if train.early_stop_patience > 0 else None)
         callbacks += [early] if early else []
         trainer = pl.Trainer(
-            accelerator=placement.accelerator, devices=1, precision=placement.precision,
+            accelerator=placement.accelerator, devices=self._devices(), num_nodes=train.num_nodes,
+            strategy=strategy, use_distributed_sampler=False, precision=placement.precision,
             max_epochs=train.epochs, max_steps=train.max_steps,
             accumulate_grad_batches=train.accumulate_grad_batches,
             callbacks=[*callbacks, self.checkpoint, _RunEvents(self, data)],
-            plugins=[AtomicCheckpointIO()],
+            plugins=[AtomicCheckpointIO(self._rescale_loops)],
             logger=[MetricsLogger(self.folder.metrics_path, self._on_row)],
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
             benchmark=placement.accelerator == "gpu", default_root_dir=str(self.folder.path),
@@ -445,6 +493,8 @@ class TrainingSession:
                     ckpt_path=str(self.resume_checkpoint) if self.resume_checkpoint else None)
 
         stopped = self.stop_requested and trainer.global_step < self.total_steps
+        if not self.rank_zero:  # rank zero exports, tunes, compares and records
+            return TrainingFinished("stopped" if stopped else "finished", "worker process done")
         last = self.folder.last_checkpoint
         if not last.exists():  # no validation ran (a run shorter than one epoch, max_steps)
             self.checkpoint.write_last(trainer)
@@ -480,6 +530,28 @@ class TrainingSession:
                                  "at 0.5", "warning"))
         except StudioError as exc:
             self.emit(LogMessage(f"the post-processing was not tuned: {exc}", "warning"))
+
+    def _devices(self):
+        from core.devices import parse_devices
+
+        devices = parse_devices(self.config.train.devices)
+        return devices if self.placement.accelerator == "gpu" or devices == "auto" else \
+            (len(devices) if isinstance(devices, list) else devices)
+
+    def _rescale_loops(self, checkpoint: dict) -> dict:
+        """A checkpoint saved by more processes than resume it: the loop counts batches per
+        process, so its counters scale by saved/world (the samples done stay the same)."""
+        position = (checkpoint.get("callbacks") or {}).get("RunPosition") or {}
+        saved, world = int(position.get("world", 1)), self.world
+        if saved == world:
+            return checkpoint
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
+        for part in ("total", "current") if isinstance(progress, dict) else ():
+            counts = progress[part]
+            done = counts["processed"]  # the batches trained; the others trail it by at most 1
+            for key, value in counts.items():  # (a checkpoint taken in on_train_batch_end), which
+                counts[key] = done * saved // world - (done - value)  # Lightning reads on restart
+        return checkpoint
 
     def _compare(self, index: DatasetIndex) -> None:
         """A fine-tune has trained: score it and its parent on the same truth (comparison.json).
@@ -524,6 +596,44 @@ class TrainingSession:
             self.emit(ValidationResult(epoch, step, values))
 
 
+RESUME_SETTINGS = ("train.devices", "train.num_nodes")
+"""What a resume may change: where it runs, not what it trains."""
+
+
+def resume_on(run: RunFolder, config: StudioConfig, overrides: list[str],
+              checkpointed: bool) -> StudioConfig:
+    """``config`` to resume on other devices. A run goes on with the same samples per optimiser
+    step: on fewer processes the gradient accumulation grows by the ratio (8 → 4 devices:
+    accumulation × 2), so the schedule, the batch order and the steps are those of the run as it
+    started. More processes than it started on, or a count that does not divide it, cannot keep
+    that: ``StudioError`` saying so. Saved as the run's ``config.yaml``."""
+    from core.config import apply_overrides
+
+    bad = [item for item in overrides if item.split("=", 1)[0].strip() not in RESUME_SETTINGS]
+    if bad:
+        raise StudioError(f"--resume continues with the run's saved settings; only "
+                          f"{' and '.join(RESUME_SETTINGS)} may change ({bad[0]!r} may not): "
+                          "start a new run to change them")
+    new = ensure_valid(apply_overrides(config, overrides))
+    accelerator = resolve_placement(new.train.device, new.train.precision).accelerator
+    before = world_size(config.train.devices, config.train.num_nodes, accelerator)
+    after = world_size(new.train.devices, new.train.num_nodes, accelerator)
+    if after != before and checkpointed:
+        if after > before or before % after:
+            raise StudioError(
+                f"run '{run.path}' trained on {before} process(es) and cannot go on with {after}: "
+                f"the samples of each optimiser step must stay the same, so a run resumes on the "
+                f"same number of devices or on a divisor of it (1 … {before}); start a new run "
+                "to use more devices")
+        new.train.accumulate_grad_batches = config.train.accumulate_grad_batches * before // after
+        log.info("resuming %s on %d process(es) instead of %d: gradient accumulation %d → %d "
+                 "keeps the effective batch", run.path, after, before,
+                 config.train.accumulate_grad_batches, new.train.accumulate_grad_batches)
+    if is_rank_zero():
+        run.restore_config(new)
+    return new
+
+
 def _settings_to_resume(run: RunFolder) -> tuple[StudioConfig, Path | None, int, str]:
     """The settings a run continues with, its checkpoint (None: start again), the checkpoint's
     optimiser step and the dataset it recorded. The checkpoint's own copy of the settings is the trusted one: a damaged
@@ -540,9 +650,10 @@ def _settings_to_resume(run: RunFolder) -> tuple[StudioConfig, Path | None, int,
     on_disk = run.config_or_none()
     if on_disk is None or on_disk.to_dict() != config.to_dict():
         why = "damaged or incomplete" if on_disk is None else "changed since the run started"
-        log.warning("%s is %s; restored from %s (a resumed run keeps its settings)",
-                    run.config_path, why, run.last_checkpoint)
-        run.restore_config(config)
+        if is_rank_zero():  # a DDP worker reads; rank zero has restored it, or will
+            log.warning("%s is %s; restored from %s (a resumed run keeps its settings)",
+                        run.config_path, why, run.last_checkpoint)
+            run.restore_config(config)
     return config, run.last_checkpoint, int(checkpoint.get("global_step", 0)), recorded
 
 

@@ -139,4 +139,4 @@ def test_train_with_corrections_trains_on_the_erased_masks(tmp_path, small_demo,
     rows = [i for i, r in enumerate(index.slices) if r.id in erased]
     assert not cache.unpack_masks(rows)[:, ORGANS.index("small_bowel")].any()
     assert main(["train", "--resume", "--run-dir", str(run_dir), "--corrections", "x.csv"]) == 2
-    assert "drop --config, --set, --folds, --corrections and --from-run" in capsys.readouterr().err
+    assert "drop --config, --folds, --corrections and --from-run" in capsys.readouterr().err

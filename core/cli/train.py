@@ -16,7 +16,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting, e.g. --set train.epochs=3 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue a stopped run from "
-                        "checkpoints/last.ckpt with its saved settings (or a stopped fold group)")
+                        "checkpoints/last.ckpt with its saved settings (or a stopped fold group); "
+                        "--set train.devices=N may move it to fewer devices")
     parser.add_argument("--folds", metavar="all|K,K,...", help="train a fold group: every fold of "
                         "data.num_folds ('all') or the listed ones, one after another, into "
                         "RUN_DIR/fold-K/; then score the out-of-fold predictions and tune the "
@@ -104,12 +105,18 @@ def run(args) -> int:
     from core.session import TrainingSession
 
     if args.resume:
-        if args.config or args.set or args.folds or args.corrections or args.from_run:
+        if args.config or args.folds or args.corrections or args.from_run:
             raise StudioError("--resume continues with the run's saved settings; drop --config, "
-                              "--set, --folds, --corrections and --from-run (start a new run to "
-                              "change them)")
-        kind = FoldGroupSession if is_group(args.run_dir) else TrainingSession
-        session = kind.resume(args.run_dir, on_event=ProgressPrinter(), data_dir=args.data)
+                              "--folds, --corrections and --from-run (start a new run to change "
+                              "them; --set may change train.devices and train.num_nodes only)")
+        if is_group(args.run_dir):
+            if args.set:
+                raise StudioError("--resume of a fold group takes no --set")
+            session = FoldGroupSession.resume(args.run_dir, on_event=ProgressPrinter(),
+                                              data_dir=args.data)
+        else:
+            session = TrainingSession.resume(args.run_dir, on_event=ProgressPrinter(),
+                                             data_dir=args.data, devices=args.set)
     else:
         if args.from_run:
             from core.finetune import finetune_config, parent_run
@@ -156,7 +163,8 @@ def _train(session) -> int:
         result = session.run()
     finally:
         signal.signal(signal.SIGINT, previous)
-    print(f"run folder: {session.run_dir}")
+    if getattr(session, "rank_zero", True):  # DDP workers run this command too: one report
+        print(f"run folder: {session.run_dir}")
     if result.status == "aborted":
         return 130
     return 0 if result.status in ("finished", "stopped") else 1

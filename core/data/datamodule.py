@@ -75,12 +75,39 @@ def _keep_batch(batch):
 class EpochShuffle(Sampler[int]):
     """Shuffles ``n`` positions with a permutation drawn from ``(seed, epoch)`` alone (Lightning calls
     ``set_epoch`` at each epoch's start), and can start an epoch ``skip`` positions in, once, for a run
-    resumed mid-epoch. ``len`` stays ``n``: the loop counts the skipped batches as done."""
+    resumed mid-epoch. ``len`` stays ``n``: the loop counts the skipped batches as done.
+
+    With ``world`` processes (DDP, ``distribute``), the permutation is cut into consecutive global
+    batches of ``world × batch_size`` positions and process ``rank`` takes the ``rank``-th
+    ``batch_size`` of each (the incomplete tail is dropped, so every process steps alike). The
+    order of the positions over the run is the same for any ``world``: one process with ``world``
+    times the gradient accumulation reads, step for step, what ``world`` processes read together,
+    which is what makes a resume on another number of devices continue the same run."""
 
     def __init__(self, n: int, seed: int):
         self.n, self.seed = n, seed
         self.epoch = 0
         self._resume: tuple[int, int] | None = None  # (epoch, positions to skip)
+        self.world, self.rank, self.batch_size, self.group = 1, 0, 1, 1
+
+    def distribute(self, world: int, rank: int, batch_size: int, group: int = 1) -> None:
+        """Process ``rank`` of ``world``; ``group``: the processes the run started on, when it
+        resumes on fewer (the epoch keeps their length)."""
+        group = max(int(world), int(group))
+        if group > 1 and self.n < group * batch_size:
+            raise ConfigError(f"the training fold has {self.n} slices: too few for {group} "
+                              f"processes × batch size {batch_size}; lower train.devices or "
+                              "train.batch_size", key="train.devices")
+        self.world, self.rank, self.batch_size = int(world), int(rank), int(batch_size)
+        self.group = group
+
+    def _positions(self, epoch: int) -> np.ndarray:
+        order = self.order(epoch)
+        if self.group == 1:
+            return order
+        step = self.group * self.batch_size
+        kept = order[:self.n // step * step]
+        return kept.reshape(-1, self.world, self.batch_size)[:, self.rank].reshape(-1)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -98,10 +125,32 @@ class EpochShuffle(Sampler[int]):
             self._resume = None
             if epoch == self.epoch:
                 skip = positions
-        return iter(self.order(self.epoch)[skip:].tolist())
+        return iter(self._positions(self.epoch)[skip:].tolist())
 
     def __len__(self) -> int:
-        return self.n
+        if self.group == 1:
+            return self.n
+        step = self.group * self.batch_size
+        return self.n // step * step // self.world
+
+
+def validation_rows(rows: np.ndarray, codes: np.ndarray, world: int, rank: int) -> np.ndarray:
+    """Process ``rank``'s share of the validation ``rows``: whole case-days (the 3-D Hausdorff is
+    per case-day), the largest first to the process with the fewest slices so far; in row order.
+    ``ConfigError`` when there are fewer validation case-days than processes."""
+    if world == 1:
+        return rows
+    days, sizes = np.unique(codes[rows], return_counts=True)
+    if len(days) < world:
+        raise ConfigError(f"the validation fold has {len(days)} case-days, fewer than the {world} "
+                          "processes (each scores whole case-days); lower train.devices",
+                          key="train.devices")
+    load, owner = [0] * world, {}
+    for day, size in sorted(zip(days.tolist(), sizes.tolist()), key=lambda d: (-d[1], d[0])):
+        target = min(range(world), key=lambda r: (load[r], r))
+        owner[day] = target
+        load[target] += size
+    return rows[np.array([owner[c] == rank for c in codes[rows].tolist()], dtype=bool)]
 
 
 class SliceDataModule(pl.LightningDataModule):
@@ -128,17 +177,31 @@ class SliceDataModule(pl.LightningDataModule):
         self.case_day_codes = np.array([code[r.case_day] for r in index.slices], np.int64)
         """Row → number of its case-day in ``case_day_names`` (validation scores whole case-days)."""
         self.sampler = EpochShuffle(len(train_rows), config.train.seed)
+        self.sample_group = 1
+        """The processes the run started on, when it resumes on fewer (``EpochShuffle``)."""
 
     @property
     def batch_size(self) -> int:
         return self.config.train.batch_size
+
+    def setup(self, stage: str) -> None:
+        """Inside ``fit``, once the processes know their rank: each takes its share of every
+        training batch and its whole validation case-days (``validation_rows``)."""
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        self.sampler.distribute(world, rank, self.batch_size, self.sample_group)
+        self.val_share = CachedSlices(self.val_set.cache, self.val_set.neighbours,
+                                      validation_rows(self.val_set.rows, self.case_day_codes,
+                                                      world, rank))
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=self.sampler,
                           drop_last=len(self.train_set) > self.batch_size, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False,
+        shown = getattr(self, "val_share", None)
+        shown = self.val_set if shown is None else shown
+        return DataLoader(shown, batch_size=self.batch_size, shuffle=False,
                           **self._loader_options())
 
     def _loader_options(self) -> dict:

@@ -104,6 +104,21 @@ def _runs(values: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
 
+def _gather_validation(scores: ScoreAccumulator, total: torch.Tensor, count: torch.Tensor,
+                       world: int):
+    """Every process's case-day scores and loss sums, merged (in case-day order) on every process,
+    so all log the same validation metrics: those of one process scoring the whole fold."""
+    import torch.distributed as dist
+
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, (scores.case_day_scores, float(total), float(count)))
+    merged = ScoreAccumulator()
+    for scored in sorted((s for part, _, _ in gathered for s in part), key=lambda s: s.case_day):
+        merged.add_score(scored)
+    return (merged, total.new_tensor(sum(t for _, t, _ in gathered)),
+            count.new_tensor(sum(c for _, _, c in gathered)))
+
+
 class SegmentationModule(pl.LightningModule):
     """SegFormer + loss + optimiser + validation scores. ``config`` is ``StudioConfig.to_dict()``.
 
@@ -154,8 +169,12 @@ class SegmentationModule(pl.LightningModule):
         if self.trainer is not None and self.trainer.training:
             # Every random draw of this step (augmentation here, dropout and drop-path in the
             # model) comes from the run's seed and the batch's number in the run.
-            index = self.trainer.fit_loop.epoch_loop.batch_progress.total.ready
-            seed = batch_seed(self.config.train.seed, index)
+            # The batch's number over the run counts every process's batches (DDP: process r's
+            # i-th is the (i·world + r)-th), so it is the same number on any number of devices.
+            trainer = self.trainer
+            index = trainer.fit_loop.epoch_loop.batch_progress.total.ready
+            seed = batch_seed(self.config.train.seed,
+                              index * trainer.world_size + trainer.global_rank)
             torch.manual_seed(seed)
             if self.config.data.augment:
                 images, masks = augment_batch(images, masks, seed)
@@ -173,7 +192,8 @@ class SegmentationModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.loss(self(batch["pixel_values"]), batch["mask"])
-        self.log("train_loss", loss.detach(), on_step=True, on_epoch=False)
+        self.log("train_loss", loss.detach(), on_step=True, on_epoch=False,
+                 sync_dist=self.trainer.world_size > 1)  # DDP: the mean over the processes
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True,
                  on_epoch=False)
         return loss
@@ -194,15 +214,20 @@ class SegmentationModule(pl.LightningModule):
 
     def on_validation_epoch_end(self):
         self._val_scores.flush(self.trainer.datamodule.case_day_names)
-        result = self._val_scores.scores.result()
+        scores = self._val_scores.scores
         self._val_scores = None
         total, count = self._val_loss
         self._val_loss = None
+        if self.trainer.world_size > 1:  # DDP: every process scored whole case-days of its own
+            scores, total, count = _gather_validation(scores, total, count,
+                                                      self.trainer.world_size)
+        result = scores.result()
         metrics = {"val_loss": total / count.clamp_min(1),
                    "val_dice": result.dice, "val_hausdorff": result.hausdorff,
                    "val_score": result.score}
         metrics.update({f"val_dice_{organ}": result.dice_per_organ[organ] for organ in ORGANS})
-        self.log_dict(metrics, on_epoch=True)
+        # Identical on every process (gathered above); sync_dist averages equal values, exactly.
+        self.log_dict(metrics, on_epoch=True, sync_dist=self.trainer.world_size > 1)
 
     def configure_optimizers(self):
         train = self.config.train
