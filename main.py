@@ -45,9 +45,22 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(args)
 
 
+def reexecuted_argv(argv: list[str], executable: str, frozen: bool) -> list[str]:
+    """``argv`` as this program should read it. Lightning's DDP launcher starts each further
+    process as ``[sys.executable, abspath(sys.argv[0]), *args]``; in the packaged program both are
+    the program itself, so the second copy of its path is dropped."""
+    import os
+
+    if frozen and len(argv) > 1 and os.path.normcase(os.path.abspath(argv[1])) == \
+            os.path.normcase(os.path.abspath(executable)):
+        return [argv[0], *argv[2:]]
+    return argv
+
+
 def entry() -> None:
     """The ``segformer-studio`` console command (``pip install .``)."""
     multiprocessing.freeze_support()
+    sys.argv = reexecuted_argv(sys.argv, sys.executable, bool(getattr(sys, "frozen", False)))
     from core.stdio import ensure_std_streams
 
     ensure_std_streams()

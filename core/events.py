@@ -94,3 +94,36 @@ EventSink = Callable[[object], None]
 
 def ignore_events(_event: object) -> None:
     """An ``EventSink`` that drops everything."""
+
+
+# -- events between processes (a multi-device run the GUI starts as a child process) ---------------
+def event_types() -> dict[str, type]:
+    return {cls.__name__: cls for cls in (Progress, TrainingStarted, TrainingStep,
+                                          ValidationResult, CheckpointSaved, LogMessage,
+                                          GroupProgress, TrainingFinished, TrainingFailed)}
+
+
+def to_json(event) -> str:
+    """One line of JSON: ``{"event": "TrainingStep", "step": 5, …}``."""
+    import dataclasses
+    import json
+
+    return json.dumps({"event": type(event).__name__, **dataclasses.asdict(event)},
+                      allow_nan=True, separators=(",", ":"))
+
+
+def from_json(line: str):
+    """The event ``to_json`` wrote, or None for a line that is not one (other output)."""
+    import json
+
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    kind = event_types().get(data.pop("event", None)) if isinstance(data, dict) else None
+    if kind is None:
+        return None
+    try:
+        return kind(**data)
+    except TypeError:
+        return None

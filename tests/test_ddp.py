@@ -151,3 +151,78 @@ def test_a_resume_on_more_devices_or_other_settings_is_refused(uninterrupted, sm
     assert "trained on 2 process(es) and cannot go on with 4" in grow.stderr
     other = _train("--resume", "--run-dir", run, "--set", "train.lr=0.1", home=home)
     assert other.returncode == 2 and "'train.lr=0.1' may not" in other.stderr
+
+
+# -- the parts, without processes -------------------------------------------------------------------
+def test_the_batch_order_over_a_run_is_the_same_on_any_number_of_processes():
+    """What makes a resume on fewer devices continue the same run: per optimiser step, 2 processes
+    read together what 1 process with twice the accumulation reads."""
+    import numpy as np
+
+    from core.data.datamodule import EpochShuffle
+
+    def reads(world: int, group: int = 1) -> list[list[int]]:
+        samplers = [EpochShuffle(50, seed=7) for _ in range(world)]
+        for rank, sampler in enumerate(samplers):
+            sampler.distribute(world, rank, 4, group)
+            sampler.set_epoch(3)
+        return [list(s) for s in samplers]
+
+    two = reads(2)
+    one = reads(1, group=2)[0]
+    assert [len(r) for r in two] == [24, 24] and len(one) == 48  # 50 → 6 global batches of 8
+    together = np.stack([np.array(r).reshape(-1, 4) for r in two], 1).reshape(-1).tolist()
+    assert together == one
+    assert sorted(one) == sorted(set(one))  # no slice twice in an epoch
+    assert reads(1)[0] == EpochShuffle(50, seed=7).order(3).tolist()  # one process: as before
+
+
+def test_validation_is_split_by_whole_case_days_and_balanced():
+    import numpy as np
+
+    from core.data.datamodule import validation_rows
+    from core.errors import ConfigError
+
+    codes = np.array([0] * 10 + [1] * 4 + [2] * 6 + [3] * 5)
+    rows = np.arange(len(codes))
+    shares = [validation_rows(rows, codes, 2, rank) for rank in range(2)]
+    assert sorted(np.concatenate(shares).tolist()) == rows.tolist()
+    for share in shares:  # whole case-days, in row order
+        assert share.tolist() == sorted(share.tolist())
+        for c in set(codes[share].tolist()):
+            assert (codes[share] == c).sum() == (codes == c).sum()
+    assert sorted(len(s) for s in shares) == [11, 14]  # 10+4 and 6+5: the best split of 25
+    assert validation_rows(rows, codes, 1, 0) is rows
+    with pytest.raises(ConfigError, match="4 case-days, fewer than the 5 processes"):
+        validation_rows(rows, codes, 5, 0)
+
+
+def test_devices_settings_and_ranks():
+    from core.devices import ddp_backend, device_count, is_rank_zero, parse_devices
+    from core.errors import ConfigError
+
+    assert parse_devices("auto") == "auto" and parse_devices("2") == 2
+    assert parse_devices("0, 1") == [0, 1]
+    for bad in ("0", "-1", "two", "1,1"):
+        with pytest.raises(ConfigError, match="train.devices"):
+            parse_devices(bad)
+    assert device_count("auto", "cpu") == 1 and device_count("3", "cpu") == 3
+    assert device_count("auto", "gpu", gpus=4) == 4
+    with pytest.raises(ConfigError, match="asks for 2 GPUs but 1"):
+        device_count("0,1", "gpu", gpus=1)
+    assert ddp_backend("gpu", "linux") == "nccl" and ddp_backend("gpu", "win32") == "gloo"
+    assert ddp_backend("cpu", "linux") == "gloo"
+    assert is_rank_zero({}) and is_rank_zero({"LOCAL_RANK": "0", "NODE_RANK": "0"})
+    assert not is_rank_zero({"LOCAL_RANK": "1"}) and not is_rank_zero({"RANK": "3"})
+    assert not is_rank_zero({"SLURM_PROCID": "1"})
+
+
+def test_the_packaged_program_reads_the_command_lightning_reexecutes():
+    from main import reexecuted_argv
+
+    exe = "/opt/SegFormerStudio/SegFormerStudio"
+    args = [exe, exe, "train", "--run-dir", "r"]  # [sys.executable, abspath(argv[0]), *args]
+    assert reexecuted_argv(args, exe, frozen=True) == [exe, "train", "--run-dir", "r"]
+    assert reexecuted_argv([exe, "train"], exe, frozen=True) == [exe, "train"]
+    source = ["main.py", "train"]
+    assert reexecuted_argv(source, "/usr/bin/python3", frozen=False) == source

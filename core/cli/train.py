@@ -25,6 +25,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--corrections", metavar="FILE.csv", help="corrected masks (train.csv "
                         "format: id,class,segmentation) that replace the dataset's rows for their "
                         "ids; copied into the run, so a resume trains on the same masks")
+    parser.add_argument("--events", choices=("text", "json"), default="text",
+                        help="json: one JSON object per engine event on stdout, and a line 'stop' "
+                        "on stdin stops as Ctrl+C does (how the app runs a multi-device run)")
     parser.add_argument("--from-run", metavar="PARENT_RUN", help="fine-tune: start from that "
                         "run's best weights with its settings and a short schedule (a quarter of "
                         "its epochs, a third of its learning rate; --set may change the schedule); "
@@ -76,6 +79,29 @@ class ProgressPrinter:
             print(f"{event.level}: {event.message}", file=sys.stderr, flush=True)
 
 
+class JsonLines:
+    """``--events json``: each event as one line of JSON on stdout (``core.events.to_json``)."""
+
+    def __call__(self, event) -> None:
+        from core.events import to_json
+
+        print(to_json(event), flush=True)
+
+
+def _stop_on_stdin(session) -> None:
+    """``--events json``: a line ``stop`` on stdin asks the session to stop (the app's Stop; a
+    closed stdin, the app gone, does the same)."""
+    import threading
+
+    def read() -> None:
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                break
+        session.request_stop()
+
+    threading.Thread(target=read, name="stop-on-stdin", daemon=True).start()
+
+
 def parse_folds(text: str, num_folds: int) -> list[int]:
     """``all`` → every fold; ``0,2`` → those (in order, without repeats)."""
     from core.errors import StudioError
@@ -104,6 +130,7 @@ def run(args) -> int:
     from core.errors import StudioError
     from core.session import TrainingSession
 
+    printer = JsonLines() if args.events == "json" else ProgressPrinter()
     if args.resume:
         if args.config or args.folds or args.corrections or args.from_run:
             raise StudioError("--resume continues with the run's saved settings; drop --config, "
@@ -112,10 +139,10 @@ def run(args) -> int:
         if is_group(args.run_dir):
             if args.set:
                 raise StudioError("--resume of a fold group takes no --set")
-            session = FoldGroupSession.resume(args.run_dir, on_event=ProgressPrinter(),
+            session = FoldGroupSession.resume(args.run_dir, on_event=printer,
                                               data_dir=args.data)
         else:
-            session = TrainingSession.resume(args.run_dir, on_event=ProgressPrinter(),
+            session = TrainingSession.resume(args.run_dir, on_event=printer,
                                              data_dir=args.data, devices=args.set)
     else:
         if args.from_run:
@@ -126,20 +153,23 @@ def run(args) -> int:
                                   "--folds (change the schedule with --set)")
             data = args.data or parent_run(args.from_run).info().data_dir
             session = TrainingSession(finetune_config(args.from_run, args.set), data, args.run_dir,
-                                      on_event=ProgressPrinter(), corrections=args.corrections,
+                                      on_event=printer, corrections=args.corrections,
                                       init_from=args.from_run)
-            return _train(session)
-        if not args.data:
+        elif not args.data:
             raise StudioError("--data DATA_DIR is required for a new run")
-        config = load_config(args.config) if args.config else StudioConfig()
-        config = apply_overrides(config, args.set)
-        if args.folds:
-            session = FoldGroupSession(config, args.data, args.run_dir, ProgressPrinter(),
+        elif args.folds:
+            config = apply_overrides(load_config(args.config) if args.config else StudioConfig(),
+                                     args.set)
+            session = FoldGroupSession(config, args.data, args.run_dir, printer,
                                        folds=parse_folds(args.folds, config.data.num_folds),
                                        corrections=args.corrections)
         else:
-            session = TrainingSession(config, args.data, args.run_dir, on_event=ProgressPrinter(),
+            config = apply_overrides(load_config(args.config) if args.config else StudioConfig(),
+                                     args.set)
+            session = TrainingSession(config, args.data, args.run_dir, on_event=printer,
                                       corrections=args.corrections)
+    if args.events == "json":
+        _stop_on_stdin(session)
     return _train(session)
 
 

@@ -321,3 +321,38 @@ def test_the_review_loop_ranks_fine_tunes_and_compares(qtbot, window, small_demo
     finally:
         corrections.path.unlink(missing_ok=True)
         corrections.reviewed_path.unlink(missing_ok=True)
+
+
+def test_a_two_process_run_from_the_train_page(qtbot, window, small_demo):
+    """train.devices=2 on the CPU: the run is a child process (Lightning's DDP re-executes the
+    command), its events come back as JSON lines, the charts fill and Stop stops both processes
+    at one step with a resumable checkpoint; resume goes back to two processes."""
+    import csv
+
+    from core.runs import RunFolder
+
+    page = window.train_page
+    open_dataset(qtbot, window, small_demo)
+    page.form.set_config(tiny_config("train.epochs=30", "train.devices=2", "train.batch_size=4",
+                                     "data.num_folds=2"))
+    page.start_button.click()
+    assert window.runner.state == "running" and window.runner.child is not None
+    run_dir = window.runner.run_dir
+    qtbot.waitUntil(lambda: len(page.charts.train_loss.x) >= 3, timeout=300_000)
+    page.stop_button.click()
+    qtbot.waitUntil(lambda: _idle(window), timeout=300_000)
+    run = RunFolder(run_dir)
+    assert run.info().status == "stopped" and run.has_last_checkpoint()
+    stopped_at = load_checkpoint(run.last_checkpoint)["global_step"]
+    steps = [int(r["step"]) for r in csv.DictReader(open(run.metrics_path)) if r["train_loss"]]
+    # One process logged, each step once (every 2nd: train.log_every_n_steps=2).
+    assert steps == [s for s in range(1, stopped_at + 1) if s % 2 == 0]
+    assert "stopped" in page.progress.run_bar.format()
+    assert page.resume_button.isEnabled()
+    page.resume_button.click()
+    assert window.runner.child is not None
+    qtbot.waitUntil(lambda: page.charts.train_loss.x and
+                    page.charts.train_loss.x[-1] > stopped_at + 1, timeout=300_000)
+    page.stop_button.click()
+    qtbot.waitUntil(lambda: _idle(window), timeout=300_000)
+    assert load_checkpoint(run.last_checkpoint)["global_step"] > stopped_at
