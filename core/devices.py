@@ -166,3 +166,23 @@ def is_rank_zero(environ=None) -> bool:
     (``SLURM_PROCID``) other ranks. Only rank zero writes the run folder and reports events."""
     environ = os.environ if environ is None else environ
     return all(environ.get(name, "0").strip() in ("", "0") for name in RANK_VARIABLES)
+
+
+def effective_batch_note(devices: str, num_nodes: int, batch_size: int, accumulate: int,
+                         lr: float, accelerator: str) -> str:
+    """One line for the form: the slices per optimiser step and what it means for the learning
+    rate (the memory estimate stays per device)."""
+    try:
+        processes = world_size(devices, num_nodes, accelerator)
+    except ConfigError:
+        processes = 1
+    per_step = processes * batch_size * accumulate
+    parts = [f"{processes} process{'es' if processes > 1 else ''}"] if processes > 1 else []
+    parts += [f"batch {batch_size}"] + ([f"accumulation {accumulate}"] if accumulate > 1 else [])
+    text = f"Effective batch: {' × '.join(parts)} = {per_step} slices per optimiser step."
+    if processes > 1:
+        text += (f" With {processes}× the slices per step of one device, AdamW usually wants about "
+                 f"{processes ** 0.5:.1f}× the learning rate (√{processes}: "
+                 f"{lr * processes ** 0.5:.2g} instead of {lr:.2g}); the memory estimate is per "
+                 "device.")
+    return text

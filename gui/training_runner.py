@@ -96,6 +96,9 @@ class TrainingRunner(QObject):
         self._throttle.delivered.connect(self.events)
         self._log_handler = _ForwardWarnings(self._throttle)
         self.child: ChildRun | None = None
+        self.always_child = False
+        """Run one-device runs as a child process too (``benchmarks/gui_latency.py --process``
+        compares the two; the thread measured better, RESULTS §8)."""
 
     @property
     def is_active(self) -> bool:
@@ -112,7 +115,7 @@ class TrainingRunner(QObject):
 
         own = Corrections.for_dataset(data_dir).path  # the dataset's corrections, made on Review
         corrections = own if own.is_file() else None
-        if several_processes(config):
+        if self.always_child or several_processes(config):
             suffix = f"_{config.data.num_folds}folds" if all_folds else ""
             run_dir = run_dir or new_run_dir(config, suffix=suffix)
             args = ["--data", str(data_dir), "--run-dir", str(run_dir)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import cache_build, gpu, inference, loader, quality, train_cpu
+from benchmarks import cache_build, ddp_cpu, gpu, inference, loader, quality, train_cpu
 from benchmarks.common import ThreadPrefetcher
 from core.data.augment import MEAN, STD
 
@@ -130,3 +130,11 @@ def test_quality_table_has_every_row():
     test = [row["test"]["score"] for row in result["rows"]]
     assert ratios["test"] == pytest.approx(test[6] / test[0])
     assert "held-out" in table and "flip" in table
+
+
+def test_ddp_cpu_runs_one_and_two_processes():
+    results = ddp_cpu.measure(image_size=64, epochs=2, batch_size=4, cases=4, slices_per_scan=8)
+    table, ratio = ddp_cpu.report(results)
+    assert [r["devices"] for r in results] == [1, 2] and ratio > 0
+    assert results[1]["steps"] == results[0]["steps"] // 2  # twice the slices per step
+    assert "images/s" in table

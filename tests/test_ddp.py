@@ -215,6 +215,13 @@ def test_devices_settings_and_ranks():
     assert is_rank_zero({}) and is_rank_zero({"LOCAL_RANK": "0", "NODE_RANK": "0"})
     assert not is_rank_zero({"LOCAL_RANK": "1"}) and not is_rank_zero({"RANK": "3"})
     assert not is_rank_zero({"SLURM_PROCID": "1"})
+    from core.devices import effective_batch_note
+
+    note = effective_batch_note("2", 2, 8, 2, 4e-4, "cpu")
+    assert "4 processes × batch 8 × accumulation 2 = 64 slices" in note
+    assert "2.0× the learning rate" in note and "0.0008 instead of 0.0004" in note
+    assert effective_batch_note("1", 1, 8, 1, 3e-4, "cpu") == \
+        "Effective batch: batch 8 = 8 slices per optimiser step."
 
 
 def test_the_packaged_program_reads_the_command_lightning_reexecutes():

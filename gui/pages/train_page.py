@@ -67,6 +67,10 @@ class TrainPage(QWidget):
         self.memory = MemoryPanel()
         self.memory.set_config(state.config)
         self.memory.batch_size_found.connect(self._use_batch_size)
+        self.batch_note = QLabel()
+        self.batch_note.setObjectName("hint")
+        self.batch_note.setWordWrap(True)
+        self._show_batch_note(state.config)
 
         preset_row = QHBoxLayout()
         preset_row.addWidget(QLabel("Preset"))
@@ -80,6 +84,7 @@ class TrainPage(QWidget):
         left_layout.setContentsMargins(0, 0, 4, 0)
         left_layout.addLayout(preset_row)
         left_layout.addWidget(self.memory)
+        left_layout.addWidget(self.batch_note)
         left_layout.addWidget(form_scroll, 1)
 
         self.start_button = QPushButton("Start")
@@ -171,7 +176,22 @@ class TrainPage(QWidget):
             self.preset_combo.setCurrentText(CUSTOM)
         self.state.set_config(config)
         self.memory.set_config(config)
+        self._show_batch_note(config)
         self._update_buttons()
+
+    def _show_batch_note(self, config: StudioConfig) -> None:
+        from core.devices import effective_batch_note, resolve_device
+        from core.errors import ConfigError
+
+        train = config.train
+        try:
+            accelerator = resolve_device(train.device)
+        except ConfigError:
+            accelerator = "cpu"
+        self.batch_note.setText(effective_batch_note(train.devices, train.num_nodes,
+                                                     train.batch_size,
+                                                     train.accumulate_grad_batches, train.lr,
+                                                     accelerator))
 
     def _use_batch_size(self, batch_size: int, accumulate: int) -> None:
         config = self.form.config()

@@ -335,6 +335,7 @@ def test_a_two_process_run_from_the_train_page(qtbot, window, small_demo):
     open_dataset(qtbot, window, small_demo)
     page.form.set_config(tiny_config("train.epochs=30", "train.devices=2", "train.batch_size=4",
                                      "data.num_folds=2"))
+    assert "2 processes × batch 4 = 8 slices per optimiser step" in page.batch_note.text()
     page.start_button.click()
     assert window.runner.state == "running" and window.runner.child is not None
     run_dir = window.runner.run_dir
