@@ -50,6 +50,19 @@ def fold_config(config: StudioConfig, fold: int) -> StudioConfig:
     return dataclasses.replace(config, data=dataclasses.replace(config.data, fold=fold))
 
 
+def one_device(config: StudioConfig) -> None:
+    """A fold group trains on one device: its folds, out-of-fold scoring and tuning run one after
+    another in one process, which DDP's re-executed processes would repeat. ``StudioError``
+    otherwise, saying how to use several devices instead."""
+    from core.devices import resolve_device, world_size
+
+    if world_size(config.train.devices, config.train.num_nodes,
+                  resolve_device(config.train.device)) > 1:
+        raise StudioError("a fold group (--folds, Train all folds) trains on one device; set "
+                          "train.devices=1, or train the folds as separate runs on several devices "
+                          "(--set data.fold=K)")
+
+
 class FoldGroupSession:
     """Trains the folds of a group one after another (each a ``TrainingSession`` in ``fold-K/``),
     then scores the out-of-fold predictions and tunes the post-processing. The interface is the
@@ -64,6 +77,7 @@ class FoldGroupSession:
         if data_dir is None:
             raise StudioError("a new fold group needs a dataset folder (--data DATA_DIR)")
         config = ensure_valid(config)
+        one_device(config)
         folds = list(range(config.data.num_folds)) if folds is None else folds
         bad = [k for k in folds if not 0 <= k < config.data.num_folds]
         if bad or not folds:

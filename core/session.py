@@ -571,7 +571,7 @@ class TrainingSession:
         kept = self.folder.corrections_path
         index = scan_dataset(self.data_dir, self.emit, lambda: self.stop_requested,
                              corrections=kept if kept.is_file() else None)
-        if kept.is_file():
+        if kept.is_file() and self.rank_zero:
             self.folder.update_info(corrected_slices=index.report.corrected)
             self.emit(LogMessage(f"{index.report.corrected} slices train on corrected masks "
                                  f"({self.folder.info().corrections or kept})"))

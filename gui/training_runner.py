@@ -115,6 +115,10 @@ class TrainingRunner(QObject):
 
         own = Corrections.for_dataset(data_dir).path  # the dataset's corrections, made on Review
         corrections = own if own.is_file() else None
+        if all_folds:
+            from core.cv import one_device
+
+            one_device(config)  # StudioError: the page shows it
         if self.always_child or several_processes(config):
             suffix = f"_{config.data.num_folds}folds" if all_folds else ""
             run_dir = run_dir or new_run_dir(config, suffix=suffix)

@@ -233,3 +233,11 @@ def test_the_packaged_program_reads_the_command_lightning_reexecutes():
     assert reexecuted_argv([exe, "train"], exe, frozen=True) == [exe, "train"]
     source = ["main.py", "train"]
     assert reexecuted_argv(source, "/usr/bin/python3", frozen=False) == source
+
+
+def test_a_fold_group_on_several_devices_is_refused(small_demo, tmp_path):
+    done = _train("--data", small_demo, "--run-dir", tmp_path / "group", "--folds", "all", *DDP,
+                  home=tmp_path / "home")
+    assert done.returncode == 2
+    assert "a fold group (--folds, Train all folds) trains on one device" in done.stderr
+    assert not (tmp_path / "group").exists()
