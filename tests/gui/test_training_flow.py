@@ -357,3 +357,16 @@ def test_a_two_process_run_from_the_train_page(qtbot, window, small_demo):
     page.stop_button.click()
     qtbot.waitUntil(lambda: _idle(window), timeout=300_000)
     assert load_checkpoint(run.last_checkpoint)["global_step"] > stopped_at
+
+
+def test_the_child_run_starts_this_program(monkeypatch):
+    """From source, this Python with main.py; packaged, the program itself (no Python there)."""
+    import sys
+
+    from gui.training_runner import program_command
+
+    source = program_command()
+    assert source[0] == sys.executable and source[1].endswith("main.py")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", "/opt/SegFormerStudio/SegFormerStudio")
+    assert program_command() == ["/opt/SegFormerStudio/SegFormerStudio"]
