@@ -25,8 +25,8 @@ from gui.widgets.guarded import GuardedComboBox, GuardedSpinBox
 from gui.widgets.pretrained_dialog import PretrainedDownloadDialog
 
 GROUPS = ("Data", "Model", "Training", "Hardware")
-HARDWARE_KEYS = ("train.device", "train.precision", "train.num_workers", "train.channels_last",
-                 "train.compile")
+HARDWARE_KEYS = ("train.device", "train.devices", "train.num_nodes", "train.precision",
+                 "train.num_workers", "train.channels_last", "train.compile")
 
 
 def group_of(key: str) -> str:

@@ -19,6 +19,7 @@ def test_every_setting_has_a_row_with_its_help_and_range(qtbot):
     assert set(form.bindings) == set(all_keys())
     assert list(form.groups) == list(GROUPS)
     assert group_of("train.num_workers") == "Hardware" and group_of("train.lr") == "Training"
+    assert group_of("train.devices") == group_of("train.num_nodes") == "Hardware"
     size = form.bindings["data.image_size"]
     assert size.label.text() == "Image size (px)"
     assert "multiple of 32" in size.editor.toolTip() and "Range: 64 to 1024" in size.editor.toolTip()
