@@ -31,12 +31,12 @@ from benchmarks.common import header, make_demo, markdown_table, scratch_home  #
 
 
 def train_run(data: Path, run_dir: Path, home: Path, devices: int, image_size: int, epochs: int,
-              batch_size: int, threads: int) -> dict:
+              batch_size: int, threads: int, num_folds: int = 5) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONDONTWRITEBYTECODE="1")
     env.pop("SEGFORMER_STUDIO_FAULT", None)
     args = [sys.executable, str(ROOT / "main.py"), "--home", str(home), "train", "--data",
             str(data), "--run-dir", str(run_dir), "--set", f"data.image_size={image_size}",
-            "--set", f"train.epochs={epochs}", "--set", f"train.batch_size={batch_size}",
+            "--set", f"train.epochs={epochs}", "--set", f"data.num_folds={num_folds}", "--set", f"train.batch_size={batch_size}",
             "--set", "train.device=cpu", "--set", "train.precision=32", "--set",
             "train.tune_postprocess=false", "--set", f"train.devices={devices}", "--set",
             "train.log_every_n_steps=1", "--set", "train.checkpoint_minutes=0"]
@@ -55,11 +55,11 @@ def train_run(data: Path, run_dir: Path, home: Path, devices: int, image_size: i
 
 
 def measure(image_size: int = 128, epochs: int = 2, batch_size: int = 4, threads: int = 1,
-            cases: int = 6, slices_per_scan: int = 36) -> list[dict]:
+            cases: int = 6, slices_per_scan: int = 36, num_folds: int = 5) -> list[dict]:
     with scratch_home() as home:
         data, _ = make_demo(home, cases, slices_per_scan)
         return [train_run(data, home / f"run-{n}", home, n, image_size, epochs, batch_size,
-                          threads) for n in (1, 2)]
+                          threads, num_folds) for n in (1, 2)]
 
 
 def report(results: list[dict]) -> tuple[str, float]:

@@ -133,7 +133,8 @@ def test_quality_table_has_every_row():
 
 
 def test_ddp_cpu_runs_one_and_two_processes():
-    results = ddp_cpu.measure(image_size=64, epochs=2, batch_size=4, cases=4, slices_per_scan=8)
+    results = ddp_cpu.measure(image_size=64, epochs=2, batch_size=4, cases=4, slices_per_scan=8,
+                              num_folds=2)
     table, ratio = ddp_cpu.report(results)
     assert [r["devices"] for r in results] == [1, 2] and ratio > 0
     assert results[1]["steps"] == results[0]["steps"] // 2  # twice the slices per step
