@@ -34,7 +34,8 @@ KEYS = ("←/→ or ↑/↓: previous/next slice · PgUp/PgDn: 10 slices · Home
         "wheel: slices · Ctrl+wheel: zoom · drag: pan · click: move the cross-hair · 1/2/3: organs · "
         "P/T: prediction/truth fill → contour → hidden · E: errors · A: automatic contrast · "
         "R: reset zoom · L: one plane / three planes · D: edit the truth (then 1/2/3: organ, B/X: "
-        "brush/eraser, [ ]: size, drag: paint, Ctrl+Z / Ctrl+Shift+Z: undo/redo, V: reviewed)")
+        "brush/eraser, [ ]: size, drag: paint, Ctrl+Z / Ctrl+Shift+Z: undo/redo) · V: reviewed · "
+        "N: next to review · C: a fine-tune ⇄ its parent")
 
 PLANES = ("axial", "coronal", "sagittal")
 CROSSHAIR_PEN = pg.mkPen((255, 215, 0, 170), width=1, style=Qt.DashLine)
