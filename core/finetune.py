@@ -211,15 +211,25 @@ def related_runs(run_dir: str | Path, candidates: list[Path]) -> tuple[Path | No
     return parent, children
 
 
-def lineage_text(run: RunFolder) -> str | None:
-    """One line on where a fine-tune came from and how it compares, or None for a fresh run."""
+def lineage_header(run: RunFolder) -> str | None:
+    """``Fine-tuned from <parent> on N corrected slices``, or None for a fresh run."""
     info = run.info()
     if not info.parent:
         return None
     parent = RunFolder(Path(info.parent))
     name = parent.info().title(parent.name) if parent.is_run() else f"{parent.name} (deleted)"
-    text = f"Fine-tuned from {name} on {info.corrected_slices} corrected slices"
+    return f"Fine-tuned from {name} on {info.corrected_slices} corrected slices"
+
+
+def comparison_summary(run: RunFolder) -> str:
+    """How a fine-tune compares with its parent (``comparison_line``), or why it does not yet."""
     record = read_comparison(run)
     if record is not None:
-        return f"{text}: {comparison_line(record)}"
-    return text + (" (compared when it finishes)" if info.status != "finished" else "")
+        return comparison_line(record)
+    return "compared when it finishes" if run.info().status != "finished" else "not compared"
+
+
+def lineage_text(run: RunFolder) -> str | None:
+    """One line on where a fine-tune came from and how it compares, or None for a fresh run."""
+    header = lineage_header(run)
+    return None if header is None else f"{header}: {comparison_summary(run)}"

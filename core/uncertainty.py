@@ -49,14 +49,13 @@ class UncertaintyRanking:
     run_dir: Path
     case_days: list[CaseDayUncertainty] = field(default_factory=list)
 
-    def next_slice(self, done: set[tuple[str, int]] | Callable[[str, int], bool]) -> \
-            tuple[str, int, float] | None:
-        """The most uncertain slice not ``done`` in the most uncertain case-day that has one:
-        ``(case_day, slice_num, entropy)``, or None when every ranked slice is done."""
-        is_done = done if callable(done) else (lambda c, s: (c, s) in done)
+    def next_slice(self, done: set[tuple[str, int]]) -> tuple[str, int, float] | None:
+        """The most uncertain slice not in ``done`` (``(case_day, slice_num)``) in the most
+        uncertain case-day that has one: ``(case_day, slice_num, entropy)``, or None when every
+        ranked slice is done."""
         for day in self.case_days:
             for i in np.argsort(-day.entropy, kind="stable"):
-                if not is_done(day.case_day, day.slice_nums[i]):
+                if (day.case_day, day.slice_nums[i]) not in done:
                     return day.case_day, day.slice_nums[i], float(day.entropy[i])
         return None
 

@@ -23,7 +23,7 @@ from PySide6.QtCore import QObject, QProcess, Qt, QThread, Signal, Slot
 
 from core.config import StudioConfig
 from core.events import LogMessage
-from core.runs import new_run_dir
+from core.runs import RunFolder, new_run_dir
 from gui.workers import EventThrottle, wait_for_thread
 
 if TYPE_CHECKING:
@@ -149,13 +149,14 @@ class TrainingRunner(QObject):
         run_dir = Path(run_dir)
         if not is_group(run_dir) and is_group(run_dir.parent):
             run_dir = run_dir.parent
-        kind = FoldGroupSession if is_group(run_dir) else TrainingSession
-        session = kind.resume(run_dir, on_event=self._throttle.push)
-        config = getattr(session, "config", None)
-        if config is not None and several_processes(config):
+        if is_group(run_dir):  # a fold group trains on one device (core.cv.one_device)
+            self._launch(FoldGroupSession.resume(run_dir, on_event=self._throttle.push))
+            return run_dir
+        config = RunFolder(run_dir).config_or_none()
+        if config is not None and several_processes(config):  # the child reads the checkpoint
             self._launch_child(["--resume", "--run-dir", str(run_dir)], None, run_dir)
             return run_dir
-        self._launch(session)
+        self._launch(TrainingSession.resume(run_dir, on_event=self._throttle.push))
         return run_dir
 
     @property

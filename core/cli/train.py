@@ -157,17 +157,16 @@ def run(args) -> int:
                                       init_from=args.from_run)
         elif not args.data:
             raise StudioError("--data DATA_DIR is required for a new run")
-        elif args.folds:
-            config = apply_overrides(load_config(args.config) if args.config else StudioConfig(),
-                                     args.set)
-            session = FoldGroupSession(config, args.data, args.run_dir, printer,
-                                       folds=parse_folds(args.folds, config.data.num_folds),
-                                       corrections=args.corrections)
         else:
             config = apply_overrides(load_config(args.config) if args.config else StudioConfig(),
                                      args.set)
-            session = TrainingSession(config, args.data, args.run_dir, on_event=printer,
-                                      corrections=args.corrections)
+            if args.folds:
+                session = FoldGroupSession(config, args.data, args.run_dir, printer,
+                                           folds=parse_folds(args.folds, config.data.num_folds),
+                                           corrections=args.corrections)
+            else:
+                session = TrainingSession(config, args.data, args.run_dir, on_event=printer,
+                                          corrections=args.corrections)
     if args.events == "json":
         _stop_on_stdin(session)
     return _train(session)

@@ -177,8 +177,6 @@ class SliceDataModule(pl.LightningDataModule):
         self.case_day_codes = np.array([code[r.case_day] for r in index.slices], np.int64)
         """Row → number of its case-day in ``case_day_names`` (validation scores whole case-days)."""
         self.sampler = EpochShuffle(len(train_rows), config.train.seed)
-        self.sample_group = 1
-        """The processes the run started on, when it resumes on fewer (``EpochShuffle``)."""
 
     @property
     def batch_size(self) -> int:
@@ -189,7 +187,7 @@ class SliceDataModule(pl.LightningDataModule):
         training batch and its whole validation case-days (``validation_rows``)."""
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        self.sampler.distribute(world, rank, self.batch_size, self.sample_group)
+        self.sampler.distribute(world, rank, self.batch_size)
         self.val_share = CachedSlices(self.val_set.cache, self.val_set.neighbours,
                                       validation_rows(self.val_set.rows, self.case_day_codes,
                                                       world, rank))

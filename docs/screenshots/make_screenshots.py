@@ -112,26 +112,34 @@ def loop_shots(window, wait_for, shot, parent_run: Path) -> None:
     shot("review_loop.png", 1.5)
 
 
-def loop_only(out: Path) -> None:
+def _open_app(out: Path):
+    """A throw-away user data folder, the app with its main window (1400×880) on the demo
+    dataset: ``(window, wait_for, shot)``."""
     out.mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="studio-shots-"))
     os.environ["SEGFORMER_STUDIO_HOME"] = str(home)
     from PySide6.QtWidgets import QApplication
 
-    from core.config import apply_overrides
     from gui.app import configure_application
     from gui.main_window import MainWindow
-    from gui.presets import load_preset
     from gui.settings import StudioSettings
 
     app = QApplication(["SegFormer Studio"])
     configure_application(app)
-    wait_for, shot = _helpers(app, lambda: window, out)
     window = MainWindow(StudioSettings(home / "settings.ini"))
+    wait_for, shot = _helpers(app, lambda: window, out)
     window.resize(1400, 880)
     window.show()
     window.data_page.create_demo()
     wait_for(lambda: window.state.index is not None, 180)
+    return window, wait_for, shot
+
+
+def loop_only(out: Path) -> None:
+    from core.config import apply_overrides
+    from gui.presets import load_preset
+
+    window, wait_for, shot = _open_app(out)
     window.tabs.setCurrentWidget(window.train_page)
     window.train_page.form.set_config(apply_overrides(load_preset("Quick (CPU)"), [
         "data.image_size=128", "train.epochs=4", "train.lr=1e-3", "data.num_folds=3",
@@ -143,25 +151,7 @@ def loop_only(out: Path) -> None:
 
 
 def edit_only(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    home = Path(tempfile.mkdtemp(prefix="studio-shots-"))
-    os.environ["SEGFORMER_STUDIO_HOME"] = str(home)
-    from PySide6.QtWidgets import QApplication
-
-    from gui.app import configure_application
-    from gui.main_window import MainWindow
-    from gui.settings import StudioSettings
-
-    app = QApplication(["SegFormer Studio"])
-    configure_application(app)
-
-    wait_for, shot = _helpers(app, lambda: window, out)
-
-    window = MainWindow(StudioSettings(home / "settings.ini"))
-    window.resize(1400, 880)
-    window.show()
-    window.data_page.create_demo()
-    wait_for(lambda: window.state.index is not None, 180)
+    window, wait_for, shot = _open_app(out)
     page = window.review_page
     window.tabs.setCurrentWidget(page)
     page.open_case_day("case1_day23")  # no run yet: the true masks only
@@ -171,28 +161,10 @@ def edit_only(out: Path) -> None:
 
 
 def main(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    home = Path(tempfile.mkdtemp(prefix="studio-shots-"))
-    os.environ["SEGFORMER_STUDIO_HOME"] = str(home)
-
-    from PySide6.QtWidgets import QApplication
-
     from core.config import apply_overrides
-    from gui.app import configure_application
-    from gui.main_window import MainWindow
     from gui.presets import load_preset
-    from gui.settings import StudioSettings
 
-    app = QApplication(["SegFormer Studio"])
-    configure_application(app)
-
-    wait_for, shot = _helpers(app, lambda: window, out)
-
-    window = MainWindow(StudioSettings(home / "settings.ini"))
-    window.resize(1400, 880)
-    window.show()
-    window.data_page.create_demo()
-    wait_for(lambda: window.state.index is not None, 180)
+    window, wait_for, shot = _open_app(out)
     shot("data.png")
 
     window.tabs.setCurrentWidget(window.train_page)

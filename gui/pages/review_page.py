@@ -163,6 +163,7 @@ class ReviewPage(QWidget):
         self.loop.next_button.clicked.connect(self.next_to_review)
         self.loop.finetune_button.clicked.connect(self._ask_finetune)
         self.ranking = None  # core.uncertainty.UncertaintyRanking of the chosen run
+        self._compared: Path | None = None  # the other run of a fine-tune pair (C)
         self.lineage = QLabel("")
         self.lineage.setObjectName("hint")
         self.lineage.setWordWrap(True)
@@ -663,14 +664,12 @@ class ReviewPage(QWidget):
                                                                  cancel),
                     "Ranking by uncertainty…", ranked, failed_title=f"ranking {run_dir.name}")
 
-    def _slice_done(self, case_day: str, slice_num: int) -> bool:
+    def done_slices(self) -> set[tuple[str, int]]:
+        """``(case_day, slice_num)`` of the open dataset's reviewed or corrected slices."""
         corrected, reviewed = self._done_ids()
-        sid = self._slice_ids().get((case_day, slice_num))
-        return sid is None or sid in corrected or sid in reviewed
-
-    def _slice_ids(self) -> dict[tuple[str, int], str]:
+        done = corrected | reviewed
         index = self.studio.index
-        return {(r.case_day, r.slice_num): r.id for r in index.slices} if index is not None else {}
+        return {(r.case_day, r.slice_num) for r in index.slices if r.id in done} if index else set()
 
     def next_to_review(self) -> None:
         """N: open the most uncertain slice not yet reviewed or corrected (ranking first)."""
@@ -679,7 +678,7 @@ class ReviewPage(QWidget):
         if self.ranking is None:
             self.rank_uncertainty(then_next=True)
             return
-        found = self.ranking.next_slice(self._slice_done)
+        found = self.ranking.next_slice(self.done_slices())
         if found is None:
             self.loop.status.setText("Every slice is reviewed or corrected: nothing left to "
                                      "review with this run.")
@@ -709,14 +708,9 @@ class ReviewPage(QWidget):
             self.finetune_requested.emit(run)
 
     def compared_run(self) -> Path | None:
-        """The run C switches to: the chosen run's parent, else its newest fine-tune."""
-        from core.finetune import related_runs
-
-        run = self.selected_run()
-        if run is None:
-            return None
-        parent, children = related_runs(run, [source.path for source in self.runs])
-        return parent or (children[0] if children else None)
+        """The run C switches to: the chosen run's parent, else its newest fine-tune (found by
+        ``_show_lineage`` whenever the chosen run or the run list changes)."""
+        return self._compared
 
     def switch_compared(self) -> None:
         """C: the same case-day and slice, predicted by the other run of a fine-tune pair."""
@@ -733,23 +727,24 @@ class ReviewPage(QWidget):
     def _show_lineage(self) -> None:
         """Above the views: where the chosen fine-tune came from and how the two compare (or, for
         a run that was fine-tuned, how its newest fine-tune compares), with the switch (C)."""
-        from core.finetune import lineage_text, related_runs
+        from core.finetune import comparison_summary, lineage_text, related_runs
 
         run = self.selected_run()
-        text, label = None, ""
+        text, label, self._compared = None, "", None
         if run is not None:
             parent, children = related_runs(run, [source.path for source in self.runs])
             if parent is not None or not children:
                 text, label = lineage_text(RunFolder(run)), "Show the parent run (C)"
+                self._compared = parent
             else:
                 child = RunFolder(children[0])
-                text = f"{child.info().title(child.name)} was fine-tuned from this run: " + \
-                    (lineage_text(child) or "").split(": ", 1)[-1]
-                label = "Show the fine-tuned run (C)"
+                text = (f"{child.info().title(child.name)} was fine-tuned from this run: "
+                        f"{comparison_summary(child)}")
+                label, self._compared = "Show the fine-tuned run (C)", children[0]
         self.lineage.setText(text or "")
         self.lineage.setVisible(bool(text))
         self.switch_button.setText(label)
-        self.switch_button.setVisible(self.compared_run() is not None)
+        self.switch_button.setVisible(self._compared is not None)
 
     def _update_buttons(self) -> None:
         busy = self.task is not None and self.task.is_running

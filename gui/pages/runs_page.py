@@ -81,12 +81,12 @@ class RunRow:
 def finetune_lines(folder: RunFolder) -> list[str]:
     """HTML lines for a fine-tune: where it came from, and both runs' scores side by side on the
     same (corrected) truth."""
-    from core.finetune import comparison_rows, lineage_text, read_comparison
+    from core.finetune import comparison_rows, lineage_header, read_comparison
 
-    text = lineage_text(folder)
-    if text is None:
+    header = lineage_header(folder)
+    if header is None:
         return []
-    lines = [escape(text.split(": ", 1)[0])]
+    lines = [escape(header)]
     record = read_comparison(folder)
     if record is not None:
         parent = escape(record.get("parent_name") or Path(record.get("parent", "")).name)

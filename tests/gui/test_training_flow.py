@@ -307,7 +307,7 @@ def test_the_review_loop_ranks_fine_tunes_and_compares(qtbot, window, small_demo
         QTest.keyClick(review.slice_view, Qt.Key_N)  # ranks first, then opens
         qtbot.waitUntil(lambda: review.ranking is not None and not review.task.is_running,
                         timeout=300_000)
-        first = review.ranking.next_slice(review._slice_done)
+        first = review.ranking.next_slice(review.done_slices())
         shown = review.result.records[review.viewer.slice_index]
         assert (shown.case_day, shown.slice_num) == first[:2]
         assert shown.id not in {r.id for r in erased}  # corrected slices need no review
